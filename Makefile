@@ -10,7 +10,7 @@ TORCH_GPU ?= torch
 TORCH   ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo '$(TORCH_GPU)' || echo '$(TORCH_CPU)')
 PRESET  ?= synbirds-cpu
 
-.PHONY: setup run test export-check nbtest pytest clean-nbs
+.PHONY: setup run test export-check nbtest pytest clean-nbs browser
 setup: $(VENV)/.done
 $(VENV)/.done: setup.py settings.ini
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,8 +30,14 @@ export-check: setup
 	@git diff --quiet -- attngan_edu && test -z "$$(git status --porcelain -- attngan_edu pyproject.toml)" \
 	  || { git status --short -- attngan_edu; echo 'nbdev_export changed attngan_edu/: export the notebooks and commit the package'; exit 1; }
 nbtest: setup
-	IN_TEST=1 $(BIN)/nbdev_test --n_workers 2 --timing
-pytest: setup
+	OMP_NUM_THREADS=1 IN_TEST=1 $(BIN)/nbdev_test --n_workers 2 --timing
+# The explorer's browser test needs Debian's chromium (never a downloaded browser). Installed when we are
+# root with apt-get (CI, containers); elsewhere install it yourself, or the test reports that it skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo 'chromium not installed: the browser test will skip'; }
+pytest: setup browser
 	$(BIN)/python -m pytest -q tests/
 
 clean-nbs: setup

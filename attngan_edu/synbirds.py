@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['COLOR_RGB', 'COLORS', 'PART_NAMES', 'ATTRIBUTES', 'PART_COLOR_ATTR', 'FIXED_PART_RGB', 'BRANCH_LABEL', 'SPECIES', 'CLASS_DIRS', 'BACKGROUNDS', 'COLOR_WORDS', 'PART_WORDS', 'SIZE_WORDS', 'BEAK_LENGTH_WORDS', 'SYNBIRDS_VERSION', 'CAPTIONS_PER_IMAGE', 'sample_attributes', 'bird_shapes', 'sample_pose', 'render_labels', 'majority_downsample', 'render_background', 'render_bird', 'labels_to_masks', 'color_of_word', 'make_captions', 'make_synbirds', 'get_synbirds', 'SynBirdsTruth']
 
-# %% ../nbs/02_0_synbirds.ipynb #b1fda578
+# %% ../nbs/02_0_synbirds.ipynb #79082c0d
 # The code of this module is written and explained in nbs/02_data.ipynb (cells marked `#| export synbirds`).
 
 # %% ../nbs/02_data.ipynb #89059439
