@@ -7,7 +7,7 @@ __all__ = ['joint_block', 'InitStage', 'NextStage', 'ImageHead', 'StackGANppG', 
            'make_discriminators', 'd_loss', 'g_loss', 'color_stats', 'color_consistency_loss', 'color_gaps',
            'train_step', 'init_weights']
 
-# %% ../nbs/05_stackganpp.ipynb #605b6dab
+# %% ../nbs/05_stackganpp.ipynb #4217fe9b
 import math
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,7 @@ from torch import nn, Tensor
 from .blocks import conv3x3, GLU, up_block, ResBlock, down_block, downsample_16
 from .ca import CondAugment, kl_divergence
 
-# %% ../nbs/05_stackganpp.ipynb #6983486b
+# %% ../nbs/05_stackganpp.ipynb #662f3111
 def _check_base_size(base_size: int):
     if base_size < 16 or base_size & (base_size - 1):
         raise ValueError(f"base_size must be a power of two >= 16 (the discriminators downsample by 16), got {base_size}")
@@ -57,7 +57,7 @@ class ImageHead(nn.Module):
         self.conv = conv3x3(ch, 3)
     def forward(self, h: Tensor) -> Tensor: return torch.tanh(self.conv(h))
 
-# %% ../nbs/05_stackganpp.ipynb #84d9b5ca
+# %% ../nbs/05_stackganpp.ipynb #eff83a66
 class StackGANppG(nn.Module):
     "Tree generator: z (B, z_dim) [, sent_emb (B, embed_dim)] -> ([s_0 … s_{m-1}], mu, logvar); s_i (B, 3, base_size·2^i, ·)"
     def __init__(self, z_dim: int = 100, ngf: int = 32, branch_num: int = 3, base_size: int = 64, r_num: int = 2,
@@ -88,7 +88,7 @@ class StackGANppG(nn.Module):
         fake_imgs = [G_i(h_i) for G_i, h_i in zip(self.stages, h)]
         return fake_imgs, mu, logvar
 
-# %% ../nbs/05_stackganpp.ipynb #508ac0d6
+# %% ../nbs/05_stackganpp.ipynb #fa267997
 def leaky_block(in_ch: int, out_ch: int) -> nn.Sequential:
     "3x3 conv + BN + LeakyReLU(0.2), keeping the size"
     return nn.Sequential(conv3x3(in_ch, out_ch), nn.BatchNorm2d(out_ch), nn.LeakyReLU(0.2, inplace=True))
@@ -123,7 +123,7 @@ def make_discriminators(branch_num: int, ndf: int = 64, base_size: int = 64, con
     "[D_0 … D_{m-1}], one per scale"
     return nn.ModuleList([StackGANppD(i, ndf, base_size, cond_dim) for i in range(branch_num)])
 
-# %% ../nbs/05_stackganpp.ipynb #678d6fb1
+# %% ../nbs/05_stackganpp.ipynb #ef1f143e
 def _bce(logits: Tensor, target: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
@@ -139,7 +139,7 @@ def g_loss(fake_uncond: Tensor, fake_cond: Tensor | None = None) -> Tensor:
     loss = _bce(fake_uncond, 1.)
     return loss if fake_cond is None else loss + _bce(fake_cond, 1.)
 
-# %% ../nbs/05_stackganpp.ipynb #2a0a53c2
+# %% ../nbs/05_stackganpp.ipynb #cd89ef51
 def color_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     "Per-image colour mean and covariance over its own pixels (1/N form): (B, 3, H, W) -> mu (B, 3), cov (B, 3, 3)"
     if x.dim() != 4 or x.shape[1] != 3: raise ValueError(f"color_stats: x must be (B, 3, H, W), got {tuple(x.shape)}")
@@ -149,7 +149,7 @@ def color_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     cov = centred @ centred.transpose(1, 2) / pixels.shape[2]   # (B, 3, 3)
     return mu, cov
 
-# %% ../nbs/05_stackganpp.ipynb #c17f7e62
+# %% ../nbs/05_stackganpp.ipynb #7586a2a2
 def color_consistency_loss(x_hi: Tensor, x_lo: Tensor, lambda1: float = 1.0, lambda2: float = 5.0,
                            reduction: str = 'paper', detach_lo: bool = False) -> Tensor:
     "L_{C_i} between a finer (B, 3, H, W) and a coarser (B, 3, h, w) batch of the same samples; any two sizes -> scalar"
@@ -164,7 +164,7 @@ def color_consistency_loss(x_hi: Tensor, x_lo: Tensor, lambda1: float = 1.0, lam
     if reduction == 'reference': d_mu, d_cov = d_mu / 3, d_cov / 9   # MSELoss averages over 3 and 9 elements
     return (lambda1 * d_mu + lambda2 * d_cov).mean()
 
-# %% ../nbs/05_stackganpp.ipynb #49574811
+# %% ../nbs/05_stackganpp.ipynb #0a2244bb
 @torch.no_grad()
 def color_gaps(fake_imgs: list[Tensor]) -> Tensor:
     "Per scale pair (i-1, i): batch means of ||Δμ||²₂ and ||ΔΣ||²_F -> (m-1, 2)"
@@ -173,7 +173,7 @@ def color_gaps(fake_imgs: list[Tensor]) -> Tensor:
     return torch.stack([torch.stack([(mu - mu0).pow(2).sum(1).mean(), (cov - cov0).pow(2).sum((1, 2)).mean()])
                         for (mu0, cov0), (mu, cov) in zip(stats[:-1], stats[1:])])
 
-# %% ../nbs/05_stackganpp.ipynb #c539985b
+# %% ../nbs/05_stackganpp.ipynb #43665d55
 def train_step(G: StackGANppG, Ds: nn.ModuleList, opt_G: torch.optim.Optimizer, opt_Ds: list,
                real_imgs: list[Tensor], z: Tensor, sent_emb: Tensor | None = None, alpha: float = 0.0,
                lambda1: float = 1.0, lambda2: float = 5.0, reduction: str = 'paper', detach_lo: bool = False,
@@ -210,7 +210,7 @@ def train_step(G: StackGANppG, Ds: nn.ModuleList, opt_G: torch.optim.Optimizer, 
     out['L_G'] = total.item()
     return out
 
-# %% ../nbs/05_stackganpp.ipynb #979efa74
+# %% ../nbs/05_stackganpp.ipynb #64c7bf1a
 def init_weights(m: nn.Module):
     "Orthogonal init for conv/linear, N(1, 0.02) BatchNorm scale; use with `module.apply(init_weights)`"
     if isinstance(m, (nn.Conv2d, nn.Linear)):

@@ -12,7 +12,7 @@ __all__ = ['LOSS_NAMES', 'CKPT_FORMAT', 'resolve_device', 'resolve_precision', '
            'checkpoint_dict', 'check_checkpoint', 'damsm_from_checkpoint', 'restore', 'write_figures', 'TrainResult',
            'train']
 
-# %% ../nbs/08_train.ipynb #d0690e9c
+# %% ../nbs/08_train.ipynb #6865ed36
 import copy, hashlib, json, math, os, random, shutil, sys, time, warnings
 from contextlib import nullcontext
 from typing import NamedTuple
@@ -36,7 +36,7 @@ from .damsm import DAMSM, DAMSMConfig, damsm_loss, pretrain_damsm, save_damsm, l
 from .data import TextImageDataset, CocoTextImageDataset, collate_sorted
 from .synbirds import get_synbirds
 
-# %% ../nbs/08_train.ipynb #613a125d
+# %% ../nbs/08_train.ipynb #56d0e582
 def resolve_device(name: str = 'auto', local_rank: int = 0) -> torch.device:
     "'auto' -> cuda:<local_rank> if CUDA is available, else cpu; 'cuda' under torchrun -> this process's GPU"
     if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -62,7 +62,7 @@ def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScale
     "A GradScaler that is active only for float16"
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
-# %% ../nbs/08_train.ipynb #14550490
+# %% ../nbs/08_train.ipynb #06d3f83b
 def dist_env() -> tuple[int, int, int]:
     "(rank, world_size, local_rank) from torchrun's environment variables; (0, 1, 0) for a plain run"
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
@@ -95,7 +95,7 @@ def average_gradients(params: list[nn.Parameter]):
     flat /= dist.get_world_size()
     for g, f in zip(grads, flat.split([g.numel() for g in grads])): g.copy_(f.view_as(g))
 
-# %% ../nbs/08_train.ipynb #087fb4b0
+# %% ../nbs/08_train.ipynb #1fba44fb
 def rng_state(device: torch.device | None = None) -> dict:
     "Python, NumPy, torch (and this device's CUDA) RNG states as tensors and plain values"
     py_version, py_words, py_gauss = random.getstate()
@@ -129,7 +129,7 @@ def load_checkpoint(path: str | Path, map_location='cpu') -> dict:
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e: raise RuntimeError(f"cannot load checkpoint {path} with weights_only=True: {e}") from e
 
-# %% ../nbs/08_train.ipynb #c9f48c8c
+# %% ../nbs/08_train.ipynb #efc36e85
 class ResumableSampler(Sampler):
     "Shuffled, sharded over ranks, and able to start an epoch at batch `start` (state: epoch, start)"
     def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
@@ -148,7 +148,7 @@ class ResumableSampler(Sampler):
     def __iter__(self): return iter(self.epoch_indices()[self.start * self.batch_size:])
     def __len__(self): return (self.batches_per_epoch - self.start) * self.batch_size
 
-# %% ../nbs/08_train.ipynb #0ef39212
+# %% ../nbs/08_train.ipynb #ccc9c85b
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float):
     "ema <- decay * ema + (1 - decay) * model for parameters; buffers copied"
@@ -160,7 +160,7 @@ def ema_decay_at(decay: float, step: int) -> float:
     "Warmed-up EMA decay for update number `step` (1, 2, ...): min(decay, (1 + step) / (10 + step))"
     return min(decay, (1 + step) / (10 + step))
 
-# %% ../nbs/08_train.ipynb #eb7b5aff
+# %% ../nbs/08_train.ipynb #0868fcca
 class DivergenceError(RuntimeError):
     "A loss became NaN or infinite; the message names the step and the last good checkpoint"
 
@@ -189,7 +189,7 @@ class LossMeter:
         if is_distributed(): dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         return int(bad) if sync else bad
 
-# %% ../nbs/08_train.ipynb #c0ec2d1b
+# %% ../nbs/08_train.ipynb #e36dcf68
 class RunLog:
     "Append-only JSONL log of one run; on resume keeps only the lines with step <= resume_step (atomic rewrite)"
     def __init__(self, path: str | Path, resume_step: int | None = None, enabled: bool = True):
@@ -211,7 +211,7 @@ def read_log(path: str | Path) -> list[dict]:
         except json.JSONDecodeError: pass
     return out
 
-# %% ../nbs/08_train.ipynb #a4220a08
+# %% ../nbs/08_train.ipynb #1bc57a69
 def plot_losses(log_path: str | Path, keys: list[str] | None = None, every: int = 1, ax=None, out: str | Path | None = None):
     "Plot the losses of a run's log.jsonl (averaged over `every` log lines); optionally save the figure to `out`"
     import matplotlib.pyplot as plt
@@ -229,7 +229,7 @@ def plot_losses(log_path: str | Path, keys: list[str] | None = None, every: int 
     if out is not None: ax.figure.tight_layout(); ax.figure.savefig(out); plt.close(ax.figure)
     return ax
 
-# %% ../nbs/08_train.ipynb #0ae28bad
+# %% ../nbs/08_train.ipynb #156dd5fe
 def attngan_config(cfg: Config) -> AttnGANConfig:
     "The AttnGANConfig named by a run's Config"
     return AttnGANConfig(ngf=cfg.ngf, ndf=cfg.ndf, D=cfg.embedding_dim, cond_dim=cfg.cond_dim, z_dim=cfg.z_dim,
@@ -272,7 +272,7 @@ def g_adv_losses(cfg: Config, Ds: nn.ModuleList, fake_imgs: list[Tensor], sent_e
         loss = loss + cfg.color_alpha * sum(color_consistency_loss(hi, lo) for lo, hi in zip(fake_imgs[:-1], fake_imgs[1:]))
     return loss
 
-# %% ../nbs/08_train.ipynb #03822339
+# %% ../nbs/08_train.ipynb #e853de4f
 @dataclass
 class TrainState:
     "Everything the step updates: G, its EMA copy, the D_i, their optimisers and grad scalers, and the frozen DAMSM"
@@ -333,7 +333,7 @@ def train_step(s: TrainState, batch: dict, cfg: Config, device: torch.device, dt
     ema_update(s.G_ema, s.G, cfg.ema_decay if ema_decay is None else ema_decay)
     return torch.stack([loss_D, loss_G, loss_adv, loss_damsm, loss_kl]).detach().float()
 
-# %% ../nbs/08_train.ipynb #6c99378f
+# %% ../nbs/08_train.ipynb #21bc9a8b
 def dataset_root(cfg: Config) -> Path:
     "The data folder: SynBirds is built on first use (get_synbirds); birds/coco need cfg.data_dir"
     if cfg.dataset == 'synbirds':
@@ -382,7 +382,7 @@ def get_damsm(cfg: Config, root: Path, vocab, device: torch.device, rank: int = 
                          "pretrain it on this data set (leave damsm_path empty)")
     return damsm.freeze(), path
 
-# %% ../nbs/08_train.ipynb #4f5b38aa
+# %% ../nbs/08_train.ipynb #6cb94644
 def fixed_sample_inputs(cfg: Config, test_ds, seed: int | None = None) -> dict:
     "n_samples test captions, one z and one CA noise eps each, from a generator seeded with cfg.seed: CPU tensors"
     g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
@@ -420,7 +420,7 @@ def sample_grid(fake_imgs: list[Tensor], captions: list[str] | None = None, titl
     fig.tight_layout(); plt.close(fig)
     return fig
 
-# %% ../nbs/08_train.ipynb #61ac9fe4
+# %% ../nbs/08_train.ipynb #6687f4eb
 CKPT_FORMAT = 'attngan_edu.train/1'
 
 def gather_rng_states(device: torch.device) -> list[dict]:
@@ -464,7 +464,7 @@ def restore(s: TrainState, ckpt: dict, path):
         except (RuntimeError, ValueError, KeyError) as e:
             raise ValueError(f"{path}: cannot restore {name} (did a model-shape setting change since the checkpoint?): {e}") from e
 
-# %% ../nbs/08_train.ipynb #af6a3b9a
+# %% ../nbs/08_train.ipynb #616f2ffe
 def _log_fn(main: bool, bar=None):
     def log(msg: str):
         if not main: return

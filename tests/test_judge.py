@@ -3,10 +3,11 @@ import math
 import pytest
 import torch
 
-from attngan_edu.synbirds import make_synbirds, SynBirdsTruth, SPECIES, ATTRIBUTES, COLORS
+from attngan_edu.synbirds import make_synbirds, SynBirdsTruth, SPECIES, ATTRIBUTES, COLORS, PART_NAMES
 from attngan_edu.judge import (SynBirdsJudge, attribute_values, train_judge, judge_accuracy, judge_predict,
                                save_judge, load_judge, judge_inception_score, judge_fid, attribute_accuracy,
-                               load_judge_data, augment, encode_targets, get_judge, judge_path)
+                               load_judge_data, augment, encode_targets, get_judge, judge_path,
+                               part_class_weights, judge_loss)
 from attngan_edu.data import TextImageDataset
 
 SMALL = (8, 16, 32, 32)      # a narrow judge keeps these tests fast
@@ -20,7 +21,7 @@ def root(tmp_path_factory):
 @pytest.fixture(scope='module')
 def trained(root):
     torch.manual_seed(0)
-    return train_judge(root, steps=40, batch_size=24, lr=3e-3, log_every=10, channels=SMALL)
+    return train_judge(root, steps=60, batch_size=24, lr=1e-2, log_every=10, channels=SMALL)
 
 
 def test_values_and_shapes():
@@ -31,8 +32,11 @@ def test_values_and_shapes():
     judge = SynBirdsJudge().eval()
     for S in (64, 128, 256):
         logits, feats = judge(torch.rand(3, 3, S, S) * 2 - 1)
-        assert feats.shape == (3, judge.feat_dim) and {k: t.shape for k, t in logits.items()} == \
+        assert feats.shape == (3, judge.feat_dim) and {k: t.shape for k, t in logits.items() if k != 'parts'} == \
             {k: (3, len(vals)) for k, vals in v.items()}
+        assert logits['parts'].shape == (3, len(PART_NAMES) + 1, 32, 32)
+    plain = SynBirdsJudge(part_pooling=False).eval()
+    assert plain(torch.zeros(1, 3, 64, 64))[0]['crown_color'].shape == (1, len(COLORS))
     with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'): judge(torch.zeros(2, 1, 64, 64))
 
 
@@ -59,23 +63,40 @@ def test_load_judge_data_matches_truth(root):
     assert torch.equal(d['targets']['species'], torch.tensor(ds.class_ids))
 
 
-def test_augment_identity_like():
-    "With the zoom at 1, no shift and no flip the grid is a plain resize: check shapes, range and flip symmetry."
-    u8 = torch.randint(0, 256, (4, 3, 76, 76), dtype=torch.uint8)
-    x = augment(u8, 64, torch.Generator().manual_seed(0))
-    assert x.shape == (4, 3, 64, 64) and x.min() >= -1 and x.max() <= 1
-    # a left-right symmetric image stays symmetric under any flip: the mean over rows is unchanged by the flip
-    sym = torch.cat([u8[..., :38], u8[..., :38].flip(-1)], -1)
-    y = augment(sym, 64, torch.Generator().manual_seed(1))
-    assert y.shape == (4, 3, 64, 64)
+def test_augment_keeps_labels_aligned():
+    "Images whose grey level encodes the label map: after augment (zoom, shift, flip) image and labels still agree."
+    g = torch.Generator().manual_seed(0)
+    blocks = torch.randint(0, 10, (16, 1, 5, 5), generator=g).float()
+    labels = torch.nn.functional.interpolate(blocks, size=76, mode="nearest")[:, 0].to(torch.uint8)   # ~15-px blocks
+    u8 = (labels * 25).to(torch.uint8)[:, None].expand(-1, 3, -1, -1).contiguous()
+    x, lab = augment(u8, 64, torch.Generator().manual_seed(1), labels)
+    assert x.shape == (16, 3, 64, 64) and lab.shape == (16, 32, 32) and lab.dtype == torch.long
+    grey = torch.nn.functional.avg_pool2d((x[:, :1] + 1) * 127.5, 2)[:, 0]          # (16, 32, 32) back to 0..225
+    agree = ((grey / 25).round().long() == lab).float().mean().item()
+    assert agree > 0.8, agree
+    # and a flipped copy is not aligned: the check above can fail
+    assert ((grey.flip(-1) / 25).round().long() == lab).float().mean().item() < 0.5
+
+
+def test_part_class_weights_and_loss():
+    labels = torch.tensor([[0, 0, 0, 1]] * 4)                   # 75% background, 25% part 1, nothing else
+    w = part_class_weights(labels, n_classes=3)
+    freq = torch.tensor([0.75, 0.25, 1e-4])
+    assert torch.allclose(w, freq ** -0.5 / (freq ** -0.5 * freq).sum(), rtol=1e-5)
+    assert w[1] / w[0] == pytest.approx(3 ** 0.5, rel=1e-5)
+    logits = {'size': torch.tensor([[2., 0.]]), 'parts': torch.zeros(1, 3, 2, 2)}
+    targets = {'size': torch.tensor([0]), 'parts': torch.zeros(1, 2, 2, dtype=torch.long)}
+    expect = torch.nn.functional.cross_entropy(logits['size'], targets['size']) + math.log(3)
+    assert judge_loss(logits, targets).item() == pytest.approx(expect.item(), rel=1e-6)
 
 
 def test_tiny_training_learns(root, trained):
     judge, history = trained
-    assert len(history) == 4 and history[-1][1] < 0.8 * history[0][1], history
-    # better than chance on the training images themselves (the test split is too small to ask for more)
+    assert len(history) == 6 and history[-1][1] < 0.7 * history[0][1], history
+    # well above chance on the training images themselves (the 24 test images are too few to ask more of them);
+    # measured when written: species 0.82 (chance 1/24), size 0.89
     acc = judge_accuracy(judge, load_judge_data(root, 'train', size=64))
-    assert acc['size'] > 0.6 and acc['species'] > 2 / len(SPECIES), acc
+    assert acc['species'] > 0.3 and acc['size'] > 0.7, acc
     assert set(acc) == set(attribute_values())
 
 
@@ -101,6 +122,8 @@ def test_save_load_round_trip(tmp_path, trained):
     la, fa = judge_predict(judge, x); lb, fb = judge_predict(back, x)
     assert torch.allclose(fa, fb) and all(torch.allclose(la[k], lb[k]) for k in la)
     assert back.info == {'note': 'hi', 'acc': {'size': 0.5}} and back.values == judge.values and not back.training
+    plain = SynBirdsJudge(channels=SMALL, part_pooling=False)
+    assert load_judge(save_judge(plain, tmp_path / 'plain.pt')).part_pooling is False
     # errors name the file
     with pytest.raises(FileNotFoundError, match='missing.pt'): load_judge(tmp_path / 'missing.pt')
     (tmp_path / 'junk.pt').write_bytes(b'not a checkpoint')

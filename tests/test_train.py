@@ -148,3 +148,13 @@ def test_tensorboard_flag_without_tensorboard(env, capsys):
     res = T.train(tiny(env, 'tb', max_steps=1, tensorboard=True, sample_every=0))
     assert 'tensorboard is not installed' in capsys.readouterr().out
     assert not (res.run_dir / 'tb').exists() and (res.run_dir / 'checkpoint.pt').exists()
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(env):
+    "The GPU code path (autocast bf16, channels_last) runs on a CPU too: finite losses, float32 weights"
+    res = T.train(tiny(env, 'bf16', max_steps=2, precision='bf16', channels_last=True, sample_every=0))
+    recs = T.read_log(res.run_dir / 'log.jsonl')
+    assert all(all(map(lambda v: v == v and abs(v) < 1e6, (r['loss_D'], r['loss_G']))) for r in recs)
+    assert all(p.dtype == torch.float32 for p in res.state.G.parameters())
+    conv = next(m for m in res.state.Ds.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
