@@ -8,9 +8,8 @@ __all__ = ['resolve_train_config', 'load_run', 'cmd_data', 'cmd_train', 'cmd_tra
 # %% ../nbs/08_0_cli.ipynb #5f7790f3
 # The code of this module is written and explained in nbs/08_train.ipynb (cells marked `#| export cli`).
 
-# %% ../nbs/08_train.ipynb #9d62745a
+# %% ../nbs/08_train.ipynb #41a3c86c
 import argparse, json, os, sys, time
-from dataclasses import asdict
 from pathlib import Path
 # OpenMP threads busy-wait between parallel regions by default; on a CPU shared with other processes that makes a
 # 2-thread torch up to 10x slower (measured while writing this notebook: 15 s vs 2 s per step). Set
@@ -20,7 +19,7 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 import torch
 from .config import Config, ConfigError, PRESETS, make_config, parse_overrides, check_value, validate
 
-# %% ../nbs/08_train.ipynb #a7cb6880
+# %% ../nbs/08_train.ipynb #26aec38e
 def resolve_train_config(preset: str | None, file: str | None, overrides: dict, resume: bool) -> Config:
     "The config of a train/train-damsm command; with resume, the checkpoint's config + this command's overrides"
     cfg = make_config(preset, file, overrides)
@@ -56,7 +55,7 @@ def load_run(checkpoint: str | Path, device: str = 'auto'):
     damsm, vocab = damsm_from_checkpoint(ckpt, dev)
     return cfg, G, damsm, vocab, ckpt, dev
 
-# %% ../nbs/08_train.ipynb #332aa859
+# %% ../nbs/08_train.ipynb #bb6900e7
 def cmd_data(args) -> int:
     if args.what == 'synbirds':
         from attngan_edu.synbirds import make_synbirds
@@ -118,7 +117,7 @@ def cmd_sample(args) -> int:
         print(f"attention of the first sample -> {args.attention}")
     return 0
 
-# %% ../nbs/08_train.ipynb #c0877211
+# %% ../nbs/08_train.ipynb #138715c6
 def cmd_evaluate(args) -> int:
     from torch.utils.data import DataLoader
     from attngan_edu.train import sample, dataset_root, make_dataset
@@ -170,7 +169,7 @@ def cmd_evaluate(args) -> int:
     print(json.dumps(metrics, indent=1)); print(f"-> {out}")
     return 0
 
-# %% ../nbs/08_train.ipynb #daa867d6
+# %% ../nbs/08_train.ipynb #28a5eb24
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser('attngan-edu', description='Train and use the attngan_edu text-to-image GANs.', allow_abbrev=False)
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')

@@ -8,14 +8,14 @@ __all__ = ['CHOICES', 'PRESETS', 'Config', 'ConfigError', 'check_value', 'parse_
 # %% ../nbs/08_0_config.ipynb #fbd58f71
 # The code of this module is written and explained in nbs/08_train.ipynb (cells marked `#| export config`).
 
-# %% ../nbs/08_train.ipynb #f1a5ff52
-import argparse, difflib, json, os, re
+# %% ../nbs/08_train.ipynb #0f86fcf9
+import difflib, json, os, re
 from dataclasses import dataclass, fields, asdict
 from pathlib import Path
 try: import tomllib                      # Python >= 3.11
 except ModuleNotFoundError: import tomli as tomllib   # Python 3.10: the same parser, as a package
 
-# %% ../nbs/08_train.ipynb #8b0752ad
+# %% ../nbs/08_train.ipynb #a50937b2
 @dataclass
 class Config:
     "All settings of a run: defaults are AttnGAN's birds settings; presets and the command line override them"
@@ -86,7 +86,7 @@ CHOICES = dict(dataset=('synbirds', 'birds', 'coco'), model=('attngan', 'stackga
                precision=('auto', 'fp32', 'bf16', 'fp16'), damsm_image_encoder=('cnn', 'inception'),
                weighting=('paper', 'reference'))
 
-# %% ../nbs/08_train.ipynb #9cb1da36
+# %% ../nbs/08_train.ipynb #f80643e6
 PRESETS = {
 'birds': '''
 dataset = "birds"
@@ -167,7 +167,7 @@ progress = false
 ''',
 }
 
-# %% ../nbs/08_train.ipynb #114d7f44
+# %% ../nbs/08_train.ipynb #053995a0
 _FIELD_TYPES = {f.name: type(f.default) for f in fields(Config)}
 
 class ConfigError(ValueError):
@@ -205,7 +205,7 @@ def parse_value(key: str, text: str, where: str = 'command line'):
     try: return typ(text) if typ is float else int(text, 10)
     except ValueError: raise ConfigError(f"{where}: {key} must be {typ.__name__}, got {text!r}") from None
 
-# %% ../nbs/08_train.ipynb #7ca015b2
+# %% ../nbs/08_train.ipynb #5f479254
 def config_from_toml(text: str, where: str = 'config') -> dict:
     "Parse a flat TOML text into checked {key: value}; tables, unknown keys and wrong types are errors naming the key"
     try: raw = tomllib.loads(text)
@@ -247,7 +247,7 @@ def make_config(preset: str | None = None, file: str | Path | None = None, overr
     for k, v in (overrides or {}).items(): values[k] = check_value(k, v, 'override')
     return validate(Config(**values))
 
-# %% ../nbs/08_train.ipynb #2e9a893d
+# %% ../nbs/08_train.ipynb #0b7bbabe
 def to_toml(values: dict) -> str:
     "Write a flat {key: str|int|float|bool} as TOML"
     def fmt(v):
@@ -268,7 +268,7 @@ def load_config(path: str | Path) -> Config:
     "Read a TOML config file written by save_config (or by hand) on top of the defaults"
     return make_config(file=path)
 
-# %% ../nbs/08_train.ipynb #f24caa9c
+# %% ../nbs/08_train.ipynb #6afefe20
 def parse_overrides(argv: list[str]) -> dict:
     "['--set', 'lam=50', '--batch-size', '14', '--compile=true'] -> {'lam': 50.0, 'batch_size': 14, 'compile': True}"
     out, i = {}, 0

@@ -12,20 +12,18 @@ __all__ = ['LOSS_NAMES', 'CKPT_FORMAT', 'resolve_device', 'resolve_precision', '
            'checkpoint_dict', 'check_checkpoint', 'damsm_from_checkpoint', 'restore', 'write_figures', 'TrainResult',
            'train']
 
-# %% ../nbs/08_train.ipynb #6865ed36
-import copy, hashlib, json, math, os, random, shutil, sys, time, warnings
-from contextlib import nullcontext
+# %% ../nbs/08_train.ipynb #91ec8370
+import copy, hashlib, json, os, random, time
 from typing import NamedTuple
 from dataclasses import asdict, dataclass
 from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
-from .config import Config, ConfigError, make_config, save_config, validate, check_value
+from .config import Config, ConfigError, save_config, validate
 from .ca import kl_divergence
 from .attention import padding_mask
 from .attngan import (AttnGANConfig, AttnGANGenerator, make_discriminators, discriminator_loss, generator_loss,
@@ -36,7 +34,7 @@ from .damsm import DAMSM, DAMSMConfig, damsm_loss, pretrain_damsm, save_damsm, l
 from .data import TextImageDataset, CocoTextImageDataset, collate_sorted
 from .synbirds import get_synbirds
 
-# %% ../nbs/08_train.ipynb #56d0e582
+# %% ../nbs/08_train.ipynb #a7e4213e
 def resolve_device(name: str = 'auto', local_rank: int = 0) -> torch.device:
     "'auto' -> cuda:<local_rank> if CUDA is available, else cpu; 'cuda' under torchrun -> this process's GPU"
     if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -62,7 +60,7 @@ def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScale
     "A GradScaler that is active only for float16"
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
-# %% ../nbs/08_train.ipynb #06d3f83b
+# %% ../nbs/08_train.ipynb #e40a7850
 def dist_env() -> tuple[int, int, int]:
     "(rank, world_size, local_rank) from torchrun's environment variables; (0, 1, 0) for a plain run"
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
@@ -95,7 +93,7 @@ def average_gradients(params: list[nn.Parameter]):
     flat /= dist.get_world_size()
     for g, f in zip(grads, flat.split([g.numel() for g in grads])): g.copy_(f.view_as(g))
 
-# %% ../nbs/08_train.ipynb #1fba44fb
+# %% ../nbs/08_train.ipynb #c8ac8674
 def rng_state(device: torch.device | None = None) -> dict:
     "Python, NumPy, torch (and this device's CUDA) RNG states as tensors and plain values"
     py_version, py_words, py_gauss = random.getstate()
@@ -129,7 +127,7 @@ def load_checkpoint(path: str | Path, map_location='cpu') -> dict:
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e: raise RuntimeError(f"cannot load checkpoint {path} with weights_only=True: {e}") from e
 
-# %% ../nbs/08_train.ipynb #efc36e85
+# %% ../nbs/08_train.ipynb #75c70e47
 class ResumableSampler(Sampler):
     "Shuffled, sharded over ranks, and able to start an epoch at batch `start` (state: epoch, start)"
     def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
@@ -148,7 +146,7 @@ class ResumableSampler(Sampler):
     def __iter__(self): return iter(self.epoch_indices()[self.start * self.batch_size:])
     def __len__(self): return (self.batches_per_epoch - self.start) * self.batch_size
 
-# %% ../nbs/08_train.ipynb #ccc9c85b
+# %% ../nbs/08_train.ipynb #27322833
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float):
     "ema <- decay * ema + (1 - decay) * model for parameters; buffers copied"
@@ -160,7 +158,7 @@ def ema_decay_at(decay: float, step: int) -> float:
     "Warmed-up EMA decay for update number `step` (1, 2, ...): min(decay, (1 + step) / (10 + step))"
     return min(decay, (1 + step) / (10 + step))
 
-# %% ../nbs/08_train.ipynb #0868fcca
+# %% ../nbs/08_train.ipynb #b100a3f6
 class DivergenceError(RuntimeError):
     "A loss became NaN or infinite; the message names the step and the last good checkpoint"
 
@@ -189,7 +187,7 @@ class LossMeter:
         if is_distributed(): dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         return int(bad) if sync else bad
 
-# %% ../nbs/08_train.ipynb #e36dcf68
+# %% ../nbs/08_train.ipynb #c3d4134c
 class RunLog:
     "Append-only JSONL log of one run; on resume keeps only the lines with step <= resume_step (atomic rewrite)"
     def __init__(self, path: str | Path, resume_step: int | None = None, enabled: bool = True):
@@ -211,7 +209,7 @@ def read_log(path: str | Path) -> list[dict]:
         except json.JSONDecodeError: pass
     return out
 
-# %% ../nbs/08_train.ipynb #1bc57a69
+# %% ../nbs/08_train.ipynb #5a7a79d3
 def plot_losses(log_path: str | Path, keys: list[str] | None = None, every: int = 1, ax=None, out: str | Path | None = None):
     "Plot the losses of a run's log.jsonl (averaged over `every` log lines); optionally save the figure to `out`"
     import matplotlib.pyplot as plt
@@ -229,7 +227,7 @@ def plot_losses(log_path: str | Path, keys: list[str] | None = None, every: int 
     if out is not None: ax.figure.tight_layout(); ax.figure.savefig(out); plt.close(ax.figure)
     return ax
 
-# %% ../nbs/08_train.ipynb #156dd5fe
+# %% ../nbs/08_train.ipynb #7291d547
 def attngan_config(cfg: Config) -> AttnGANConfig:
     "The AttnGANConfig named by a run's Config"
     return AttnGANConfig(ngf=cfg.ngf, ndf=cfg.ndf, D=cfg.embedding_dim, cond_dim=cfg.cond_dim, z_dim=cfg.z_dim,
@@ -272,7 +270,7 @@ def g_adv_losses(cfg: Config, Ds: nn.ModuleList, fake_imgs: list[Tensor], sent_e
         loss = loss + cfg.color_alpha * sum(color_consistency_loss(hi, lo) for lo, hi in zip(fake_imgs[:-1], fake_imgs[1:]))
     return loss
 
-# %% ../nbs/08_train.ipynb #e853de4f
+# %% ../nbs/08_train.ipynb #b543b34d
 @dataclass
 class TrainState:
     "Everything the step updates: G, its EMA copy, the D_i, their optimisers and grad scalers, and the frozen DAMSM"
@@ -333,7 +331,7 @@ def train_step(s: TrainState, batch: dict, cfg: Config, device: torch.device, dt
     ema_update(s.G_ema, s.G, cfg.ema_decay if ema_decay is None else ema_decay)
     return torch.stack([loss_D, loss_G, loss_adv, loss_damsm, loss_kl]).detach().float()
 
-# %% ../nbs/08_train.ipynb #21bc9a8b
+# %% ../nbs/08_train.ipynb #27729420
 def dataset_root(cfg: Config) -> Path:
     "The data folder: SynBirds is built on first use (get_synbirds); birds/coco need cfg.data_dir"
     if cfg.dataset == 'synbirds':
@@ -382,7 +380,7 @@ def get_damsm(cfg: Config, root: Path, vocab, device: torch.device, rank: int = 
                          "pretrain it on this data set (leave damsm_path empty)")
     return damsm.freeze(), path
 
-# %% ../nbs/08_train.ipynb #6cb94644
+# %% ../nbs/08_train.ipynb #288bd4f5
 def fixed_sample_inputs(cfg: Config, test_ds, seed: int | None = None) -> dict:
     "n_samples test captions, one z and one CA noise eps each, from a generator seeded with cfg.seed: CPU tensors"
     g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
@@ -420,7 +418,7 @@ def sample_grid(fake_imgs: list[Tensor], captions: list[str] | None = None, titl
     fig.tight_layout(); plt.close(fig)
     return fig
 
-# %% ../nbs/08_train.ipynb #6687f4eb
+# %% ../nbs/08_train.ipynb #3fbe37f7
 CKPT_FORMAT = 'attngan_edu.train/1'
 
 def gather_rng_states(device: torch.device) -> list[dict]:
@@ -464,7 +462,7 @@ def restore(s: TrainState, ckpt: dict, path):
         except (RuntimeError, ValueError, KeyError) as e:
             raise ValueError(f"{path}: cannot restore {name} (did a model-shape setting change since the checkpoint?): {e}") from e
 
-# %% ../nbs/08_train.ipynb #616f2ffe
+# %% ../nbs/08_train.ipynb #73be0a55
 def _log_fn(main: bool, bar=None):
     def log(msg: str):
         if not main: return
