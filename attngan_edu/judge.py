@@ -8,7 +8,7 @@ __all__ = ['JUDGE_FORMAT', 'JUDGE_VERSION', 'attribute_values', 'attribute_parts
 # %% ../nbs/09_0_judge.ipynb #69aaebb0
 # The code of this module is written and explained in nbs/09_metrics.ipynb (cells marked `#| export judge`).
 
-# %% ../nbs/09_metrics.ipynb #b1389a26
+# %% ../nbs/09_metrics.ipynb #f2170a32
 import os, uuid, time
 from pathlib import Path
 import torch
@@ -19,7 +19,7 @@ from .synbirds import (SPECIES, ATTRIBUTES, COLORS, PART_NAMES, PART_COLOR_ATTR,
 from .data import TextImageDataset
 from .metrics import inception_score, fid_from_features
 
-# %% ../nbs/09_metrics.ipynb #bb6a776c
+# %% ../nbs/09_metrics.ipynb #c762388d
 def attribute_values() -> dict:
     "{head: [value names]}: species names, the palette for each colour attribute, the species table's values for the rest."
     values = {'species': [name for name, _ in SPECIES]}
@@ -34,7 +34,7 @@ def attribute_parts(color_attrs:list) -> torch.Tensor:
         if a in color_attrs: M[color_attrs.index(a), PART_NAMES.index(p) + 1] = 1
     return M
 
-# %% ../nbs/09_metrics.ipynb #22ab60ea
+# %% ../nbs/09_metrics.ipynb #ff683eac
 def _conv_bn_relu(in_ch, out_ch):
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
 
@@ -83,7 +83,7 @@ class SynBirdsJudge(nn.Module):
         out['parts'] = parts
         return out, f_bar
 
-# %% ../nbs/09_metrics.ipynb #4f0c65f1
+# %% ../nbs/09_metrics.ipynb #caeb0c4d
 def encode_targets(values:dict, class_ids, attrs:list) -> dict:
     "{head: LongTensor (N,)}: class ids for 'species', value indices for the attributes (attrs: N dicts)."
     out = {}
@@ -132,7 +132,7 @@ def augment(u8, size:int, generator=None, labels=None):
     lab = F.grid_sample(labels[:, None].float(), grid(size // 2), mode='nearest', padding_mode='border', align_corners=False)
     return x, lab[:, 0].long()
 
-# %% ../nbs/09_metrics.ipynb #3882c8f4
+# %% ../nbs/09_metrics.ipynb #dc1b35af
 def part_class_weights(labels, n_classes:int=len(PART_NAMES) + 1):
     "(P+1,) weights ∝ 1/sqrt(pixel frequency) of each part class in label maps `labels`, averaging 1 over pixels."
     freq = torch.bincount(labels.flatten().long(), minlength=n_classes).double()
@@ -176,7 +176,7 @@ def train_judge(root, steps:int, batch_size:int=64, lr:float=3e-3, size:int=64, 
             if verbose: print(f'step {step}/{steps}  loss {history[-1][1]:.3f}  {time.time() - t0:.0f}s', flush=True)
     return judge.eval(), history
 
-# %% ../nbs/09_metrics.ipynb #d87f70e0
+# %% ../nbs/09_metrics.ipynb #0117e80e
 @torch.no_grad()
 def judge_predict(judge, imgs, batch_size:int=256):
     "Logits {head: (N, n), 'parts': (N, P+1, h, w)} and features (N, C) of imgs (N, 3, H, W) (float in [-1, 1] or uint8), on CPU."
@@ -198,7 +198,7 @@ def judge_accuracy(judge, data, batch_size:int=256) -> dict:
     logits, _ = judge_predict(judge, data['imgs'], batch_size)
     return {k: (logits[k].argmax(1) == data['targets'][k]).float().mean().item() for k in judge.values}
 
-# %% ../nbs/09_metrics.ipynb #747db1c4
+# %% ../nbs/09_metrics.ipynb #8356c6dc
 def judge_inception_score(judge, imgs, splits:int=10, batch_size:int=256):
     "Inception Score (mean, std) over `splits` of the judge's species probabilities for imgs (N, 3, H, W)."
     logits, _ = judge_predict(judge, imgs, batch_size)
@@ -226,7 +226,7 @@ def attribute_accuracy(judge, imgs, mentions:list, per_attribute:bool=False, bat
     if not per_attribute: return overall
     return {'all': overall, **{a: hits[a] / total[a] for a in total}}
 
-# %% ../nbs/09_metrics.ipynb #03b7b310
+# %% ../nbs/09_metrics.ipynb #6e14c481
 JUDGE_FORMAT, JUDGE_VERSION = 'attngan_edu.judge', 1
 
 def save_judge(judge, path, info:dict|None=None) -> Path:
@@ -261,7 +261,7 @@ def load_judge(path, map_location='cpu') -> SynBirdsJudge:
     judge.info = ckpt.get('info', {})
     return judge.to(map_location).eval()
 
-# %% ../nbs/09_metrics.ipynb #d9a9780e
+# %% ../nbs/09_metrics.ipynb #2ab91075
 def judge_path(n_train:int=2400, n_test:int=600, image_size:int=128, data_seed:int=1, steps:int=1500, size:int=64,
                seed:int=0, root=None) -> Path:
     "Where get_judge keeps the judge for these parameters."

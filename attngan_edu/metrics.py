@@ -6,13 +6,13 @@
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'inception_score', 'sqrtm_psd', 'trace_sqrt_product', 'frechet_distance',
            'feature_stats', 'fid_from_features', 'load_inception_v3', 'inception_features']
 
-# %% ../nbs/09_metrics.ipynb #508aeb9a
+# %% ../nbs/09_metrics.ipynb #1b4fae5a
 import math, warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# %% ../nbs/09_metrics.ipynb #e8ad1986
+# %% ../nbs/09_metrics.ipynb #e86368f4
 def _check_probs(probs):
     "Validate `probs` (N, K) as rows of class probabilities; return them as float64."
     if not torch.is_tensor(probs) or probs.dim() != 2:
@@ -41,7 +41,7 @@ def inception_score(probs, splits=10):
     scores = torch.stack(scores)
     return scores.mean().item(), scores.std(unbiased=False).item()
 
-# %% ../nbs/09_metrics.ipynb #f5155f93
+# %% ../nbs/09_metrics.ipynb #67c2daf0
 def sqrtm_psd(sigma):
     "Symmetric square root V Λ^½ Vᵀ of a symmetric PSD matrix `sigma` (d, d), negative round-off eigenvalues clamped to 0."
     lam, V = torch.linalg.eigh(sigma)
@@ -57,7 +57,7 @@ def trace_sqrt_product(sigma1, sigma2):
     "Tr((Σ₁Σ₂)^½) for symmetric PSD `sigma1`, `sigma2` (d, d), as Σ √λ over eig(√Σ₁ Σ₂ √Σ₁)."
     return _eig_sqrt_product(sigma1, sigma2).clamp(min=0).sqrt().sum()
 
-# %% ../nbs/09_metrics.ipynb #8a906da6
+# %% ../nbs/09_metrics.ipynb #4099eafd
 def _as_mu_sigma(mu, sigma, name):
     mu = torch.as_tensor(mu, dtype=torch.float64).detach().cpu().reshape(-1)
     sigma = torch.as_tensor(sigma, dtype=torch.float64).detach().cpu()
@@ -86,7 +86,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     diff = mu1 - mu2
     return (diff @ diff + torch.trace(sigma1) + torch.trace(sigma2) - 2 * lam.clamp(min=0).sqrt().sum()).item()
 
-# %% ../nbs/09_metrics.ipynb #91e048cf
+# %% ../nbs/09_metrics.ipynb #4fa5df76
 def feature_stats(feats):
     "Mean (d,) and unbiased covariance (d, d) of features `feats` (N, d), in float64."
     if not torch.is_tensor(feats) or feats.dim() != 2 or feats.shape[0] < 2:
@@ -102,7 +102,7 @@ def fid_from_features(feats1, feats2, eps=1e-6):
         raise ValueError(f"feats1, feats2: expected (N1, d) and (N2, d), got {tuple(feats1.shape)} and {tuple(feats2.shape)}")
     return frechet_distance(*feature_stats(feats1), *feature_stats(feats2), eps=eps)
 
-# %% ../nbs/09_metrics.ipynb #671bdfb6
+# %% ../nbs/09_metrics.ipynb #51d834e0
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def load_inception_v3(weights_path=None, num_classes=1000):
