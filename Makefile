@@ -10,7 +10,7 @@ TORCH_GPU ?= torch
 TORCH   ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo '$(TORCH_GPU)' || echo '$(TORCH_CPU)')
 PRESET  ?= synbirds-cpu
 
-.PHONY: setup run test export-check nbtest pytest clean-nbs browser
+.PHONY: setup run test export-check nbtest pytest clean-nbs browser course
 setup: $(VENV)/.done
 $(VENV)/.done: setup.py settings.ini
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,3 +42,27 @@ pytest: setup browser
 
 clean-nbs: setup
 	$(BIN)/nbdev_clean
+
+# The course's results table (notebook 09, README): five models, the same data, DAMSM, step budget and evaluation.
+# `make -j2 course` trains two arms at a time. Each arm: 1 CPU thread (COURSE_THREADS), COURSE_STEPS steps.
+COURSE_DIR     ?= runs/course
+COURSE_STEPS   ?= 2400
+COURSE_THREADS ?= 1
+COURSE_ARMS    := stackgan stackganpp stackganpp-lc attngan-no-damsm attngan
+ARGS_stackgan         := --model stackgan --ngf 16
+ARGS_stackganpp       := --model stackganpp
+ARGS_stackganpp-lc    := --model stackganpp --color_alpha 50
+ARGS_attngan-no-damsm := --lam 0
+ARGS_attngan          :=
+COURSE_TRAIN = OMP_NUM_THREADS=$(COURSE_THREADS) $(BIN)/attngan-edu train --preset synbirds-cpu --out_dir $(COURSE_DIR) \
+	--threads $(COURSE_THREADS) --max_steps $(COURSE_STEPS) --checkpoint_every 600 --sample_every 600 --progress false
+course: $(COURSE_DIR)/results.md
+$(COURSE_DIR)/results.md: $(foreach a,$(COURSE_ARMS),$(COURSE_DIR)/$(a)/metrics.json)
+	$(BIN)/attngan-edu compare $(addprefix $(COURSE_DIR)/,$(COURSE_ARMS)) --out $@
+$(COURSE_DIR)/%/metrics.json: $(COURSE_DIR)/.damsm
+	$(COURSE_TRAIN) --name $* $(ARGS_$*) $$(test -f $(COURSE_DIR)/$*/checkpoint.pt && echo --resume)   # a killed arm continues
+	OMP_NUM_THREADS=$(COURSE_THREADS) $(BIN)/attngan-edu evaluate --checkpoint $(COURSE_DIR)/$* --threads $(COURSE_THREADS)
+$(COURSE_DIR)/.damsm: setup
+	OMP_NUM_THREADS=2 $(BIN)/python -c "from attngan_edu.judge import get_judge; get_judge()"
+	OMP_NUM_THREADS=2 $(BIN)/attngan-edu train-damsm --preset synbirds-cpu --out_dir $(COURSE_DIR)
+	touch $@

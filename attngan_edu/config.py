@@ -12,6 +12,7 @@ __all__ = ['CHOICES', 'PRESETS', 'Config', 'ConfigError', 'check_value', 'parse_
 import difflib, json, os, re
 from dataclasses import dataclass, fields, asdict
 from pathlib import Path
+from .text import atomic_write_text
 try: import tomllib                      # Python >= 3.11
 except ModuleNotFoundError: import tomli as tomllib   # Python 3.10: the same parser, as a package
 
@@ -51,6 +52,7 @@ class Config:
     kl_coef: float = 1.0           # CA KL term, averaged over the N_g dims as the reference code does (see section 3)
     weighting: str = 'paper'       # eqs. 4-5 weights: 'paper' (1/2 each) or 'reference' (the original code's)
     color_alpha: float = 0.0       # StackGAN++ colour-consistency weight (model = 'stackganpp' only)
+    stage1_steps: int = 0          # model 'stackgan': steps of Stage-I alone, then Stage-II on the frozen Stage-I; 0 -> half
     # --- optimisation ---
     batch_size: int = 20           # per process
     epochs: int = 600              # TRAIN.MAX_EPOCH
@@ -223,12 +225,15 @@ def validate(cfg: Config) -> Config:
     for k in ('batch_size', 'branch_num', 'base_size', 'embedding_dim', 'z_dim', 'cond_dim', 'ngf', 'ndf', 'words_num',
               'print_every', 'checkpoint_every', 'n_samples', 'damsm_batch_size', 'damsm_emb_dim', 'damsm_ndf'):
         if getattr(cfg, k) < 1: raise ConfigError(f"config: {k} must be >= 1, got {getattr(cfg, k)}")
-    for k in ('epochs', 'max_steps', 'damsm_epochs', 'num_workers', 'threads', 'sample_every', 'r_num'):
+    for k in ('epochs', 'max_steps', 'damsm_epochs', 'num_workers', 'threads', 'sample_every', 'r_num', 'stage1_steps'):
         if getattr(cfg, k) < 0: raise ConfigError(f"config: {k} must be >= 0, got {getattr(cfg, k)}")
     if cfg.epochs == 0 and cfg.max_steps == 0: raise ConfigError("config: set epochs or max_steps > 0")
     if cfg.base_size % 16: raise ConfigError(f"config: base_size must be a multiple of 16, got {cfg.base_size}")
     if cfg.model == 'attngan' and cfg.base_size != 64:
         raise ConfigError(f"config: base_size must be 64 for model 'attngan' (its first stage grows 4x4 to 64x64), got {cfg.base_size}")
+    if cfg.model == 'stackgan' and (cfg.base_size != 64 or cfg.branch_num not in (2, 3) or cfg.ngf % 16):
+        raise ConfigError(f"config: model 'stackgan' needs base_size 64, branch_num 2 (64 -> 128) or 3 (64 -> 256) and ngf a "
+                          f"multiple of 16; got base_size {cfg.base_size}, branch_num {cfg.branch_num}, ngf {cfg.ngf}")
     if not 0 <= cfg.ema_decay < 1: raise ConfigError(f"config: ema_decay must lie in [0, 1), got {cfg.ema_decay}")
     if cfg.batch_size < 2: raise ConfigError("config: batch_size must be >= 2 (mismatched pairs need two captions)")
     return cfg
@@ -258,11 +263,8 @@ def to_toml(values: dict) -> str:
     return ''.join(f'{k} = {fmt(v)}\n' for k, v in values.items())
 
 def save_config(cfg: Config, path: str | Path) -> Path:
-    "Write cfg as TOML to path atomically (tmp file + os.replace)"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(to_toml(asdict(cfg)), encoding='utf-8'); os.replace(tmp, path)
-    return path
+    "Write cfg as TOML to path atomically (notebook 01's atomic_write_text)"
+    return atomic_write_text(path, to_toml(asdict(cfg)))
 
 def load_config(path: str | Path) -> Config:
     "Read a TOML config file written by save_config (or by hand) on top of the defaults"

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.utils.data import DataLoader
 from safetensors.torch import save_file, load_file
-from .text import Vocab
+from .text import Vocab, atomic_path
 from .encoders import TextEncoder, CNNImageEncoder
 from .synbirds import PART_NAMES, PART_WORDS, SynBirdsTruth, color_of_word
 from .data import TextImageDataset, collate_sorted
@@ -254,15 +254,7 @@ def save_damsm(path: str | os.PathLike, text_enc: nn.Module, img_enc: nn.Module,
                for name, mod in (('text_enc', text_enc), ('img_enc', img_enc)) for k, t in mod.state_dict().items()}
     meta = {'format': _DAMSM_FORMAT, 'version': '1', 'config': json.dumps(asdict(config)),
             'vocab': json.dumps({'itos': vocab.itos, 'min_count': vocab.min_count})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp: save_file(tensors, str(tmp), metadata=meta)
     return path
 
 def load_damsm(path: str | os.PathLike, device: str | torch.device = 'cpu') -> tuple['DAMSM', Vocab]:

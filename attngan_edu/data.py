@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 from PIL import Image
-from .text import tokenize, clean_caption, Vocab
+from .text import tokenize, clean_caption, Vocab, atomic_write_text
 from .synbirds import PART_NAMES, SynBirdsTruth
 
 # %% ../nbs/02_data.ipynb #364d1a25
@@ -92,16 +92,6 @@ def sources_signature(paths, extra='') -> str:
         except FileNotFoundError: h.update(f'{p}|missing\n'.encode())
     return h.hexdigest()
 
-def _atomic_write_text(path, text):
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f: f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-
 def _cache_dir_for(root, cache_dir=None) -> Path:
     "root/cache when writable, else a per-root folder under $ATTNGAN_EDU_DATA or ~/.cache/attngan_edu/captions."
     if cache_dir is not None: return Path(cache_dir)
@@ -120,7 +110,7 @@ def cached_json(cache_dir, name, signature, build):
         except (ValueError, OSError): pass          # unreadable cache: rebuild it
     data = build()
     try:
-        _atomic_write_text(path, json.dumps({'signature': signature, 'data': data}))
+        atomic_write_text(path, json.dumps({'signature': signature, 'data': data}))
         for old in cache_dir.glob(f'{name}-*.json'):
             if old != path: old.unlink(missing_ok=True)
     except OSError as e: warnings.warn(f'could not write the cache {path}: {e}')

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .synbirds import (SPECIES, ATTRIBUTES, COLORS, PART_NAMES, PART_COLOR_ATTR, SYNBIRDS_VERSION,
                                   SynBirdsTruth, get_synbirds, _default_data_root)
 from .data import TextImageDataset
+from .text import atomic_path
 from .metrics import inception_score, fid_from_features
 
 # %% ../nbs/09_metrics.ipynb #c762388d
@@ -235,11 +236,7 @@ def save_judge(judge, path, info:dict|None=None) -> Path:
     ckpt = dict(format=JUDGE_FORMAT, version=JUDGE_VERSION,
                 config=dict(values=judge.values, size=judge.size, channels=list(judge.channels), part_pooling=judge.part_pooling),
                 state_dict={k: v.detach().cpu() for k, v in judge.state_dict().items()}, info=dict(info or {}))
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
-    try:
-        torch.save(ckpt, tmp); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
+    with atomic_path(path) as tmp: torch.save(ckpt, tmp)
     return path
 
 def load_judge(path, map_location='cpu') -> SynBirdsJudge:

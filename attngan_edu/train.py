@@ -6,20 +6,21 @@
 __all__ = ['LOSS_NAMES', 'CKPT_FORMAT', 'resolve_device', 'resolve_precision', 'autocast', 'grad_scaler', 'dist_env',
            'is_distributed', 'init_distributed', 'broadcast_module', 'average_gradients', 'rng_state', 'set_rng_state',
            'save_checkpoint', 'load_checkpoint', 'ResumableSampler', 'ema_update', 'ema_decay_at', 'DivergenceError',
-           'LossMeter', 'RunLog', 'read_log', 'plot_losses', 'attngan_config', 'build_gan', 'generate', 'd_losses',
-           'g_adv_losses', 'TrainState', 'batch_to', 'train_step', 'dataset_root', 'make_dataset', 'damsm_config',
-           'damsm_cache_path', 'get_damsm', 'fixed_sample_inputs', 'sample', 'sample_grid', 'gather_rng_states',
-           'checkpoint_dict', 'check_checkpoint', 'damsm_from_checkpoint', 'restore', 'write_figures', 'TrainResult',
-           'train']
+           'LossMeter', 'RunLog', 'read_log', 'plot_losses', 'attngan_config', 'StackGANStages', 'set_stackgan_phase',
+           'build_gan', 'generate', 'd_losses', 'g_adv_losses', 'TrainState', 'batch_to', 'train_step', 'dataset_root',
+           'make_dataset', 'damsm_config', 'damsm_cache_path', 'get_damsm', 'fixed_sample_inputs', 'sample',
+           'sample_grid', 'gather_rng_states', 'checkpoint_dict', 'check_checkpoint', 'damsm_from_checkpoint',
+           'restore', 'write_figures', 'TrainResult', 'train']
 
 # %% ../nbs/08_train.ipynb #91ec8370
 import copy, hashlib, json, os, random, time
 from typing import NamedTuple
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
@@ -28,11 +29,14 @@ from .ca import kl_divergence
 from .attention import padding_mask
 from .attngan import (AttnGANConfig, AttnGANGenerator, make_discriminators, discriminator_loss, generator_loss,
                                  plot_stage_attention)
+from .stackgan import StageIGenerator, StageIIGenerator, MatchingDiscriminator, mismatched
+from .stackgan import discriminator_loss as stackgan_d_loss
 from .stackganpp import StackGANppG, make_discriminators as stackganpp_discriminators, init_weights
 from .stackganpp import d_loss as stackganpp_d_loss, g_loss as stackganpp_g_loss, color_consistency_loss
 from .damsm import DAMSM, DAMSMConfig, damsm_loss, pretrain_damsm, save_damsm, load_damsm
 from .data import TextImageDataset, CocoTextImageDataset, collate_sorted
 from .synbirds import get_synbirds
+from .text import atomic_path, atomic_write_text
 
 # %% ../nbs/08_train.ipynb #a7e4213e
 def resolve_device(name: str = 'auto', local_rank: int = 0) -> torch.device:
@@ -112,13 +116,9 @@ def set_rng_state(state: dict, device: torch.device | None = None):
         torch.cuda.set_rng_state(state['cuda'], device)
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    "torch.save(state) to path atomically: write path.tmp, flush to disk, os.replace"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        torch.save(state, f); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    "torch.save(state) to path atomically (notebook 01's atomic_path: a temporary file, synced, then renamed)"
+    with atomic_path(path) as tmp: torch.save(state, tmp)
+    return Path(path)
 
 def load_checkpoint(path: str | Path, map_location='cpu') -> dict:
     "torch.load with weights_only=True; a clear error if the file is missing or not a checkpoint"
@@ -195,8 +195,7 @@ class RunLog:
         if not enabled: return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = [r for r in read_log(self.path) if r.get('step', 0) <= resume_step] if resume_step is not None and self.path.exists() else []
-        tmp = self.path.with_name(self.path.name + '.tmp')
-        tmp.write_text(''.join(json.dumps(r) + '\n' for r in kept), encoding='utf-8'); os.replace(tmp, self.path)
+        atomic_write_text(self.path, ''.join(json.dumps(r) + '\n' for r in kept))
     def write(self, record: dict):
         if not self.enabled: return
         with open(self.path, 'a', encoding='utf-8') as f: f.write(json.dumps(record) + '\n')
@@ -233,6 +232,38 @@ def attngan_config(cfg: Config) -> AttnGANConfig:
     return AttnGANConfig(ngf=cfg.ngf, ndf=cfg.ndf, D=cfg.embedding_dim, cond_dim=cfg.cond_dim, z_dim=cfg.z_dim,
                          words_num=cfg.words_num, r_num=cfg.r_num, branch_num=cfg.branch_num)
 
+class StackGANStages(nn.Module):
+    "StackGAN's G_0 and G for the loop: phase 1 trains G_0 alone; phase 2 trains G on the frozen G_0 -> ([s0(, s)], mu, logvar)"
+    def __init__(self, embed_dim: int, z_dim: int, cond_dim: int, ngf: int, n_res: int, out_size: int):
+        super().__init__()
+        self.G0 = StageIGenerator(embed_dim, z_dim, cond_dim, ngf)
+        self.G = StageIIGenerator(embed_dim, cond_dim, ngf, max(n_res, 1), out_size)
+        self.phase = 1
+    def set_phase(self, phase: int):
+        "1: G_0 trains, G is not run; 2: G_0 frozen (no gradients, eval-mode batch norm), G trains"
+        if phase not in (1, 2): raise ValueError(f"StackGANStages: phase must be 1 or 2, got {phase}")
+        self.phase = phase
+        self.G0.requires_grad_(phase == 1); self.G.requires_grad_(phase == 2)
+        return self.train(self.training)
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.phase == 2: self.G0.eval()
+        return self
+    def forward(self, z: Tensor, sent_emb: Tensor, eps: Tensor | None = None):
+        "The same eps (if given) feeds both conditioning augmentations; mu, logvar are those of the stage being trained"
+        if self.phase == 1: s0, mu, logvar = self.G0(z, sent_emb, eps); return [s0], mu, logvar
+        with torch.no_grad(): s0 = self.G0(z, sent_emb, eps)[0]
+        s, mu, logvar = self.G(s0, sent_emb, eps)
+        return [s0, s], mu, logvar
+
+def set_stackgan_phase(cfg: Config, models: list[nn.Module], step: int, total: int) -> int:
+    "Phase of a 'stackgan' run before step `step` + 1 (1 while step < stage1_steps, default total // 2); sets it on models"
+    phase = 1 if step < (cfg.stage1_steps or total // 2) else 2
+    for m in models:
+        m = getattr(m, '_orig_mod', m)
+        if m.phase != phase: m.set_phase(phase)
+    return phase
+
 def build_gan(cfg: Config) -> tuple[nn.Module, nn.ModuleList]:
     "(G, [D_0 .. D_{m-1}]) for cfg.model, with the reference initialisation"
     if cfg.model == 'attngan':
@@ -243,8 +274,9 @@ def build_gan(cfg: Config) -> tuple[nn.Module, nn.ModuleList]:
                         embed_dim=cfg.embedding_dim, cond_dim=cfg.cond_dim)
         Ds = stackganpp_discriminators(cfg.branch_num, cfg.ndf, cfg.base_size, cond_dim=cfg.cond_dim)
     elif cfg.model == 'stackgan':
-        raise ConfigError("model 'stackgan' trains Stage-I and then Stage-II on the frozen Stage-I (notebook 04 shows how); "
-                          "this loop trains all stages jointly — use model = 'stackganpp' or 'attngan'")
+        out = cfg.base_size * 2 ** (cfg.branch_num - 1)
+        G = StackGANStages(cfg.embedding_dim, cfg.z_dim, cfg.cond_dim, cfg.ngf, cfg.r_num, out)
+        Ds = nn.ModuleList([MatchingDiscriminator(64, cfg.embedding_dim, cfg.ndf), MatchingDiscriminator(out, cfg.embedding_dim, cfg.ndf)])
     else: raise ConfigError(f"config: unknown model {cfg.model!r}")
     G.apply(init_weights); Ds.apply(init_weights)
     return G, Ds
@@ -255,16 +287,27 @@ def generate(cfg: Config, G: nn.Module, z: Tensor, sent_emb: Tensor, words_emb: 
     fake_imgs, mu, logvar = G(z, sent_emb)
     return fake_imgs, [], mu, logvar
 
+def _stackgan_pair(real_imgs: list[Tensor], fake_imgs: list[Tensor]) -> tuple[int, Tensor, Tensor]:
+    "(index of the trained stage's D, real, fake): phase 1 -> D_0 at 64 px, phase 2 -> D_1 at the last size"
+    return (0, real_imgs[0], fake_imgs[0]) if len(fake_imgs) == 1 else (1, real_imgs[-1], fake_imgs[-1])
+
 def d_losses(cfg: Config, Ds: nn.ModuleList, real_imgs: list[Tensor], fake_imgs: list[Tensor], sent_emb: Tensor, mu: Tensor) -> Tensor:
-    "sum_i L_{D_i} (AttnGAN eq. 5; StackGAN++'s joint losses conditioned on mu) -> scalar"
+    "sum_i L_{D_i} (AttnGAN eq. 5; StackGAN++'s joint losses conditioned on mu; StackGAN's matching-aware loss) -> scalar"
     if cfg.model == 'attngan':
         return sum(discriminator_loss(D_i, x, x_hat, sent_emb, cfg.weighting) for D_i, x, x_hat in zip(Ds, real_imgs, fake_imgs))
+    if cfg.model == 'stackgan':
+        i, x, x_hat = _stackgan_pair(real_imgs, fake_imgs)
+        feats = Ds[i].features(x)
+        return stackgan_d_loss(Ds[i].logits(feats, sent_emb), Ds[i].logits(feats, mismatched(sent_emb)), Ds[i](x_hat.detach(), sent_emb))
     c = mu.detach()
     return sum(stackganpp_d_loss(*D_i(x, c), *D_i(x_hat.detach(), c)) for D_i, x, x_hat in zip(Ds, real_imgs, fake_imgs))
 
 def g_adv_losses(cfg: Config, Ds: nn.ModuleList, fake_imgs: list[Tensor], sent_emb: Tensor, mu: Tensor) -> Tensor:
     "L_G = sum_i L_{G_i} (AttnGAN eq. 4), plus StackGAN++'s colour consistency when color_alpha > 0 -> scalar"
     if cfg.model == 'attngan': return generator_loss(Ds, fake_imgs, sent_emb, cfg.weighting)[0]
+    if cfg.model == 'stackgan':
+        logits = Ds[len(fake_imgs) - 1](fake_imgs[-1], sent_emb)
+        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))     # -log D(G(z, c_hat)), non-saturating
     loss = sum(stackganpp_g_loss(*D_i(x_hat, mu)) for D_i, x_hat in zip(Ds, fake_imgs))
     if cfg.color_alpha:
         loss = loss + cfg.color_alpha * sum(color_consistency_loss(hi, lo) for lo, hi in zip(fake_imgs[:-1], fake_imgs[1:]))
@@ -557,6 +600,9 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
                             num_workers=cfg.num_workers, pin_memory=cfg.pin_memory and device.type == 'cuda',
                             generator=loader_gen)
         total = cfg.max_steps if cfg.max_steps else cfg.epochs * sampler.batches_per_epoch
+        if cfg.model == 'stackgan':
+            if not cfg.stage1_steps: cfg = replace(cfg, stage1_steps=total // 2)   # saved explicitly: sampling and resume need it
+            set_stackgan_phase(cfg, [s.G, s.G_ema], max(step - 1, 0), total)
         compiled = None
         if cfg.compile:
             compiled = {'generate': torch.compile(generate), 'd_losses': torch.compile(d_losses), 'g_adv_losses': torch.compile(g_adv_losses)}
@@ -595,6 +641,7 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
         while step < total:
             sampler.set_epoch(epoch, start); loader_gen.manual_seed(cfg.seed + 100_003 * epoch + rank)
             for batch in loader:
+                if cfg.model == 'stackgan': set_stackgan_phase(cfg, [s.G, s.G_ema], step, total)
                 losses = train_step(s, batch_to(batch, device, cfg.channels_last), cfg, device, dtype, compiled,
                                     ema_decay_at(cfg.ema_decay, step + 1))
                 step += 1; start += 1

@@ -61,24 +61,39 @@ def test_full_pipeline(work, capsys):
     assert (work / 's.png').stat().st_size > 1000 and (work / 'a.png').stat().st_size > 1000
     code, _, err = run(capsys, 'sample', '--checkpoint', run_dir / 'checkpoint.pt', '--out', work / 'fixed.png')
     assert code == 0, err
-    # evaluate: R-precision of generated images against their captions (8 test captions -> 8 candidates)
-    code, out, err = run(capsys, 'evaluate', '--checkpoint', run_dir / 'checkpoint.pt', '--draws', 2)
+    # evaluate without a judge: R-precision over every (test image, caption) pair: 8 images x 10 captions
+    code, out, err = run(capsys, 'evaluate', '--checkpoint', run_dir / 'checkpoint.pt', '--draws', 2, '--judge', 'none')
     assert code == 0, err
     m = json.loads((run_dir / 'metrics.json').read_text())
-    assert m['step'] == 6 and m['n_images'] == 8 and m['r_precision_candidates'] == 8
-    assert 0 <= m['r_precision_word'][0] <= 1 and 0 <= m['r_precision_sentence'][0] <= 1
+    assert m['step'] == 6 and m['n_images'] == 80 and m['r_precision']['candidates'] == 71 and 'judge' not in m
+    assert all(0 <= m['r_precision'][k][0] <= 1 for k in ('word', 'sentence'))
+    assert (run_dir / 'metrics.md').read_text().startswith('# Evaluation of `tiny`')
 
 
-def test_evaluate_with_judge(work, capsys):
-    "evaluate --judge: the SynBirds judge (trained briefly here) scores the generated images"
+def test_evaluate_with_judge_and_compare(work, capsys):
+    "evaluate --judge FILE (a judge trained briefly here) on two seeds, then compare the two reports"
+    from attngan_edu.config import make_config
+    from attngan_edu.train import dataset_root
+    from attngan_edu.judge import train_judge, save_judge
     run_dir = work / 'runs' / 'tiny'
     if not (run_dir / 'checkpoint.pt').exists(): pytest.skip('needs test_full_pipeline')
-    code, out, err = run(capsys, 'evaluate', '--checkpoint', run_dir, '--draws', 2, '--judge', '--judge-steps', 20,
-                         '--out', work / 'm.json')
+    root = dataset_root(make_config('tiny', overrides={'data_dir': str(work / 'data')}))
+    judge, _ = train_judge(root, steps=10, batch_size=16, verbose=False)
+    save_judge(judge, work / 'judge.pt')
+    for seed in (0, 1):
+        code, out, err = run(capsys, 'evaluate', '--checkpoint', run_dir, '--draws', 2, '--judge', work / 'judge.pt',
+                             '--n', 40, '--seed', seed, '--out', work / f'eval{seed}')
+        assert code == 0, err
+    m = json.loads((work / 'eval0' / 'metrics.json').read_text())
+    assert m['n_images'] == 40 and m['seed'] == 0
+    assert 0 <= m['judge']['attribute_accuracy']['all'] <= 1 and m['judge']['FID'] >= 0 and 1 <= m['judge']['IS'][0]
+    assert m['grounding']['colour']['n'] + m['grounding']['part']['n'] + m['grounding']['no_part'] > 0
+    code, out, err = run(capsys, 'compare', work / 'eval0', work / 'eval1' / 'metrics.json', '--out', work / 'table.md')
     assert code == 0, err
-    m = json.loads((work / 'm.json').read_text())
-    assert {'judge_is', 'judge_fid', 'judge_attribute_accuracy'} <= set(m)
-    assert 0 <= m['judge_attribute_accuracy']['all'] <= 1 and m['judge_fid'] >= 0
+    lines = (work / 'table.md').read_text().splitlines()
+    assert len(lines) == 5 and lines[-1].startswith('| real test images')          # header, rule, 2 runs, real row
+    code, _, err = run(capsys, 'compare', work / 'runs')                             # no metrics.json there
+    assert code == 2 and 'no evaluation report' in err
 
 
 def test_prepare_cub_and_train_on_birds_layout(work, capsys):

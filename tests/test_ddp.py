@@ -78,7 +78,7 @@ def test_two_processes_gloo(prepared):
     assert r0['seen'] != r1['seen']
     # only rank 0 wrote into the run folder
     assert r1['writes'] == [], r1['writes']
-    assert any(w.endswith('checkpoint.pt.tmp') for w in r0['writes'])
+    assert any(w.endswith('.tmp') and '/.checkpoint.pt.' in w for w in r0['writes'])    # atomic_path's temporary file
     run = out / 'tiny'
     assert {p.name for p in run.iterdir()} >= {'checkpoint.pt', 'config.toml', 'log.jsonl', 'samples'}
     ck = torch.load(run / 'checkpoint.pt', weights_only=True)

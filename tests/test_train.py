@@ -140,6 +140,33 @@ def test_stackganpp_through_the_same_loop(env):
     assert (res.run_dir / 'samples' / 'step_000002.png').exists()
 
 
+def test_stackgan_two_phases_through_the_same_loop(env):
+    "Stage-I alone for stage1_steps, then Stage-II on the frozen Stage-I; a resume across the switch is exact"
+    kw = dict(model='stackgan', ngf=16, stage1_steps=3, checkpoint_every=3)
+    full = T.train(tiny(env, 'sg-full', max_steps=6, **kw))
+    ck3 = T.load_checkpoint(full.run_dir / 'checkpoint.pt')
+    assert ck3['step'] == 6 and ck3['config']['stage1_steps'] == 3
+    G = full.state.G
+    assert G.phase == 2 and not G.G0.training and all(not p.requires_grad for p in G.G0.parameters())
+    # a run stopped at the switch, then resumed: G_0 no longer moves, and the series continue exactly
+    half = T.train(tiny(env, 'sg-half', max_steps=3, **kw))
+    g0_at_switch = {k: v.clone() for k, v in half.state.G.G0.state_dict().items()}
+    T.train(tiny(env, 'sg-half', max_steps=6, **kw), resume=True)
+    ck = T.load_checkpoint(half.run_dir / 'checkpoint.pt')
+    for k, v in g0_at_switch.items():
+        if not k.endswith('num_batches_tracked'): assert torch.equal(ck['G'][f'G0.{k}'], v), k
+    for k, v in ck['G'].items(): assert torch.equal(v, ck3['G'][k]), k                  # the same weights as the full run
+    assert_same_series(losses(half.run_dir), losses(full.run_dir))
+    x = T.sample(T.validate(T.Config(**ck['config'])), full.state.G_ema, full.state.damsm.text_enc,
+                 *[ck['fixed'][k] for k in ('caption', 'cap_len', 'z')], torch.device('cpu'), ck['fixed']['eps'])[0]
+    assert [t.shape[-1] for t in x] == [64, 128]
+
+
+def test_stackgan_settings_are_checked():
+    with pytest.raises(ValueError, match='multiple of 16'): make_config('tiny', overrides={'model': 'stackgan', 'ngf': 8})
+    with pytest.raises(ValueError, match='branch_num 2'): make_config('tiny', overrides={'model': 'stackgan', 'ngf': 16, 'branch_num': 1})
+
+
 def test_tensorboard_flag_without_tensorboard(env, capsys):
     try:
         import tensorboard  # noqa: F401
