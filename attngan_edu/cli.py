@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--out', default='samples.png'); s.add_argument('--attention', help='also draw the first sample\'s attention (AttnGAN Fig. 1)')
     s.add_argument('--device', default='auto')
     e = sub.add_parser('evaluate', help='score a trained run: R-precision, SynBirds judge measures, grounding', allow_abbrev=False)
-    e.add_argument('--checkpoint', required=True, help='a checkpoint.pt or its run folder')
+    e.add_argument('--checkpoint', '--run', dest='checkpoint', required=True, help='a run folder or its checkpoint.pt')
     e.add_argument('--n', type=int, default=0, help='test (image, caption) pairs to generate (0 = all)')
     e.add_argument('--batch-size', type=int, default=32); e.add_argument('--draws', type=int, default=10, help='R-precision draws')
     e.add_argument('--seed', type=int, default=0, help='seed of the noise z and eps')

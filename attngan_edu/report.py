@@ -9,7 +9,7 @@ __all__ = ['REPORT_FORMAT', 'CaptionPairs', 'grounding_hits', 'summarise_groundi
 # The code of this module is written and explained in nbs/09_metrics.ipynb (cells marked `#| export report`).
 
 # %% ../nbs/09_metrics.ipynb #6d6187e6
-import json, os, time
+import json, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -129,12 +129,16 @@ def evaluate_run(checkpoint, n: int = 0, seed: int = 0, batch_size: int = 32, dr
     first = [got['image'].index(i) for i in sorted(set(got['image']))]                   # each real test image once
     if judge is not None:
         real_train = load_judge_data(root, 'train', size=rep['image_size'], with_parts=False)['imgs']
+        # each real image against the caption of the next pair that shows another image: what a text-blind generator scores
+        nxt = [next((j % N for j in range(k + 1, k + N) if got['image'][j % N] != got['image'][k]), k) for k in range(N)]
+        other = [got['mentions'][j] for j in nxt]
         rep['judge'] = dict(
             IS=[round(float(x), 4) for x in judge_inception_score(judge, cat['fake'], splits=min(10, N))],
             FID=round(float(judge_fid(judge, real_train, cat['fake'])), 4), fid_real_images=len(real_train),
             attribute_accuracy={a: round(v, 4) for a, v in attribute_accuracy(judge, cat['fake'], got['mentions'], per_attribute=True).items()},
             real_IS=[round(float(x), 4) for x in judge_inception_score(judge, cat['real'][first], splits=min(10, len(first)))],
             real_attribute_accuracy=round(attribute_accuracy(judge, cat['real'], got['mentions']), 4),
+            real_attribute_accuracy_other_caption=round(attribute_accuracy(judge, cat['real'], other), 4),   # the floor
             test_accuracy=getattr(judge, 'info', {}).get('test_accuracy'))
         rep['grounding'] = summarise_grounding(ground) if ground else None
     # --- Inception-v3 (CUB, COCO; needs torchvision and weights on disk) ---
@@ -173,7 +177,9 @@ def report_markdown(rep: dict) -> str:
     j = rep.get('judge')
     if j:
         out.append(f"\nReal test images under the same judge: IS {_pm(j['real_IS'], 2)}, attribute accuracy "
-                   f"{j['real_attribute_accuracy']:.3f}. FID against {j['fid_real_images']} real training images.\n")
+                   f"{j['real_attribute_accuracy']:.3f} against their own captions and "
+                   f"{j['real_attribute_accuracy_other_caption']:.3f} against another image's caption (what ignoring the "
+                   f"text would score). FID against {j['fid_real_images']} real training images.\n")
         out.append('\nAttribute accuracy per attribute:\n\n' + markdown_table(
             [{'attribute': a, 'accuracy': f"{v:.3f}"} for a, v in j['attribute_accuracy'].items()]))
     if rep.get('grounding'):
@@ -215,6 +221,8 @@ def compare_runs(paths: list) -> str:
         real = {c: '' for c in rows[0]} | {'run': 'real test images', 'model': '–', 'IS (judge) ↑': _pm(j['real_IS'], 2),
                                              'attribute acc. ↑': _pm(j['real_attribute_accuracy'])}
         rows.append(real)
+        rows.append(real | {'run': 'real, another image\'s caption', 'IS (judge) ↑': '',
+                            'attribute acc. ↑': _pm(j['real_attribute_accuracy_other_caption'])})
     return markdown_table(rows)
 
 # %% ../nbs/09_metrics.ipynb #49327853

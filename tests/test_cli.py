@@ -91,7 +91,7 @@ def test_evaluate_with_judge_and_compare(work, capsys):
     code, out, err = run(capsys, 'compare', work / 'eval0', work / 'eval1' / 'metrics.json', '--out', work / 'table.md')
     assert code == 0, err
     lines = (work / 'table.md').read_text().splitlines()
-    assert len(lines) == 5 and lines[-1].startswith('| real test images')          # header, rule, 2 runs, real row
+    assert len(lines) == 6 and lines[-2].startswith('| real test images')          # header, rule, 2 runs, 2 real rows
     code, _, err = run(capsys, 'compare', work / 'runs')                             # no metrics.json there
     assert code == 2 and 'no evaluation report' in err
 
