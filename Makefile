@@ -62,7 +62,7 @@ $(COURSE_DIR)/results.md: $(foreach a,$(COURSE_ARMS),$(COURSE_DIR)/$(a)/metrics.
 $(COURSE_DIR)/%/metrics.json: $(COURSE_DIR)/.damsm
 	$(COURSE_TRAIN) --name $* $(ARGS_$*) $$(test -f $(COURSE_DIR)/$*/checkpoint.pt && echo --resume)   # a killed arm continues
 	OMP_NUM_THREADS=$(COURSE_THREADS) $(BIN)/attngan-edu evaluate --checkpoint $(COURSE_DIR)/$* --threads $(COURSE_THREADS)
-$(COURSE_DIR)/.damsm: $(VENV)/.done
+$(COURSE_DIR)/.damsm: | $(VENV)/.done
 	OMP_NUM_THREADS=2 $(BIN)/python -c "from attngan_edu.judge import get_judge; get_judge()"
 	OMP_NUM_THREADS=2 $(BIN)/attngan-edu train-damsm --preset synbirds-cpu --out_dir $(COURSE_DIR)
 	touch $@

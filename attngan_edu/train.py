@@ -7,9 +7,9 @@ __all__ = ['LOSS_NAMES', 'CKPT_FORMAT', 'resolve_device', 'resolve_precision', '
            'is_distributed', 'init_distributed', 'broadcast_module', 'average_gradients', 'rng_state', 'set_rng_state',
            'save_checkpoint', 'load_checkpoint', 'ResumableSampler', 'ema_update', 'ema_decay_at', 'DivergenceError',
            'LossMeter', 'RunLog', 'read_log', 'plot_losses', 'attngan_config', 'StackGANStages', 'set_stackgan_phase',
-           'build_gan', 'generate', 'd_losses', 'g_adv_losses', 'TrainState', 'batch_to', 'train_step', 'dataset_root',
-           'make_dataset', 'damsm_config', 'damsm_cache_path', 'get_damsm', 'fixed_sample_inputs', 'sample',
-           'sample_grid', 'gather_rng_states', 'checkpoint_dict', 'check_checkpoint', 'damsm_from_checkpoint',
+           'build_gan', 'generate', 'd_losses', 'g_adv_losses', 'TrainState', 'adam', 'batch_to', 'train_step',
+           'dataset_root', 'make_dataset', 'damsm_config', 'damsm_cache_path', 'get_damsm', 'fixed_sample_inputs',
+           'sample', 'sample_grid', 'gather_rng_states', 'checkpoint_dict', 'check_checkpoint', 'damsm_from_checkpoint',
            'restore', 'write_figures', 'TrainResult', 'train']
 
 # %% ../nbs/08_train.ipynb #91ec8370
@@ -328,6 +328,12 @@ class TrainState:
 
 LOSS_NAMES = ['loss_D', 'loss_G', 'loss_G_adv', 'loss_DAMSM', 'loss_KL']
 
+def adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    "Adam as in AttnGAN, in its fused form where torch has one (CPU and CUDA, torch >= 2.4): the same update, one kernel"
+    params = list(params)
+    try: return torch.optim.Adam(params, lr, betas=betas, fused=True)
+    except (RuntimeError, TypeError): return torch.optim.Adam(params, lr, betas=betas)   # older torch, other devices
+
 def batch_to(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
     "Move a collate_sorted batch to the device (non-blocking); cap_len stays on the CPU too (the LSTM packs with it)"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -581,8 +587,8 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
         broadcast_module(G); broadcast_module(Ds)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         betas = (cfg.beta1, cfg.beta2)
-        s = TrainState(G, G_ema, Ds, torch.optim.Adam(G.parameters(), cfg.lr_g, betas=betas),
-                       torch.optim.Adam(Ds.parameters(), cfg.lr_d, betas=betas), grad_scaler(device, dtype), grad_scaler(device, dtype), damsm)
+        s = TrainState(G, G_ema, Ds, adam(G.parameters(), cfg.lr_g, betas), adam(Ds.parameters(), cfg.lr_d, betas),
+                       grad_scaler(device, dtype), grad_scaler(device, dtype), damsm)
         step, epoch, start, elapsed0 = 0, 0, 0, 0.0
         fixed = fixed_sample_inputs(cfg, test_ds)
         if ckpt is not None:

@@ -13,7 +13,7 @@ import torch
 
 
 def build_state(cfg, vocab_size: int, device, dtype, damsm: bool):
-    from attngan_edu.train import TrainState, build_gan, grad_scaler
+    from attngan_edu.train import TrainState, build_gan, grad_scaler, adam
     from attngan_edu.damsm import DAMSM, DAMSMConfig
     G, Ds = build_gan(cfg)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -23,7 +23,7 @@ def build_state(cfg, vocab_size: int, device, dtype, damsm: bool):
     dm = dm.to(device).freeze()
     betas = (cfg.beta1, cfg.beta2)
     return TrainState(G, copy.deepcopy(G).eval().requires_grad_(False), Ds,
-                      torch.optim.Adam(G.parameters(), cfg.lr_g, betas=betas), torch.optim.Adam(Ds.parameters(), cfg.lr_d, betas=betas),
+                      adam(G.parameters(), cfg.lr_g, betas), adam(Ds.parameters(), cfg.lr_d, betas),   # as train() builds them
                       grad_scaler(device, dtype), grad_scaler(device, dtype), dm)
 
 
