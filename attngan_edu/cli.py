@@ -132,7 +132,7 @@ def cmd_evaluate(args) -> int:
         inception = load_inception_v3(args.inception_weights)
     if args.threads: torch.set_num_threads(args.threads)
     rep = evaluate_run(args.checkpoint, n=args.n, seed=args.seed, batch_size=args.batch_size, draws=args.draws,
-                       judge=judge, inception=inception, device=args.device)
+                       judge=judge, inception=inception, device=args.device, r_pairs=args.r_pairs)
     ckpt = Path(args.checkpoint)
     out_dir = Path(args.out) if args.out else ckpt if ckpt.is_dir() else ckpt.parent
     paths = save_report(rep, out_dir)
@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--seed', type=int, default=0, help='seed of the noise z and eps')
     e.add_argument('--judge', default='auto', help="'auto' (SynBirds: the standard judge, trained once and cached), 'none', or a judge file")
     e.add_argument('--inception-weights', help='Inception-v3 state dict for IS/FID (needs torchvision)')
+    e.add_argument('--r-pairs', type=int, default=2000, help='R-precision on at most this many pairs (a seeded subset above)')
     e.add_argument('--threads', type=int, default=0); e.add_argument('--device', default='auto')
     e.add_argument('--out', help='folder for metrics.json and metrics.md (default: the run folder)')
     c = sub.add_parser('compare', help='one markdown table of several evaluated runs', allow_abbrev=False)

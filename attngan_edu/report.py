@@ -69,16 +69,18 @@ def to_uint8(x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def evaluate_run(checkpoint, n: int = 0, seed: int = 0, batch_size: int = 32, draws: int = 10, judge='auto',
-                 inception=None, device: str = 'auto', log=print) -> dict:
+                 inception=None, device: str = 'auto', r_pairs: int = 2000, log=print) -> dict:
     """Generate one image per test (image, caption) pair with a run's EMA generator and score them -> report dict.
     judge: 'auto' (the standard `get_judge()` for SynBirds runs), None, or a SynBirdsJudge; inception: an Inception-v3
-    module (`load_inception_v3`) for IS and FID on any data set."""
+    module (`load_inception_v3`) for IS and FID on any data set. R-precision scores every pair against every caption,
+    a cost that grows with the square: above `r_pairs` pairs it uses a random (seeded) subset of that many."""
     from attngan_edu.cli import load_run
     from attngan_edu.train import sample, dataset_root, make_dataset
     from attngan_edu.damsm import pair_scores, r_precision
     from attngan_edu.judge import get_judge, judge_predict, judge_inception_score, judge_fid, attribute_accuracy, load_judge_data
     from attngan_edu.metrics import inception_features, inception_score, fid_from_features
     from attngan_edu.synbirds import SynBirdsTruth
+    if r_pairs < 2: raise ValueError(f"evaluate_run: r_pairs must be >= 2 (R-precision needs negatives), got {r_pairs}")
     t0 = time.time()
     cfg, G, damsm, vocab, ckpt, dev = load_run(checkpoint, device)
     root = dataset_root(cfg)
@@ -90,6 +92,7 @@ def evaluate_run(checkpoint, n: int = 0, seed: int = 0, batch_size: int = 32, dr
     truth = SynBirdsTruth(root) if synbirds else None
     log(f"evaluating {cfg.name} (step {ckpt['step']}) on {len(pairs)} test (image, caption) pairs, seed {seed}")
     g = torch.Generator().manual_seed(seed)
+    key_index = {k: i for i, k in enumerate(test_ds.keys)}
     got = {k: [] for k in ('fake', 'real', 'words_emb', 'sent_emb', 'v', 'v_bar', 'cap_len', 'image', 'mentions')}
     ground = []
     dc = damsm.config
@@ -105,7 +108,7 @@ def evaluate_run(checkpoint, n: int = 0, seed: int = 0, batch_size: int = 32, dr
         for k, t in (('fake', to_uint8(x)), ('real', to_uint8(batch['imgs'][-1])), ('words_emb', w), ('sent_emb', s),
                      ('v', v), ('v_bar', v_bar), ('cap_len', batch['cap_len'])):
             got[k].append(t.cpu() if t.dtype == torch.uint8 else t.float().cpu())
-        got['image'] += [test_ds.keys.index(k) for k in batch['key']]
+        got['image'] += [key_index[k] for k in batch['key']]
         got['mentions'] += mentions
         if judge is not None and att_maps:
             parts = judge_predict(judge, x)[0]['parts']
@@ -118,12 +121,14 @@ def evaluate_run(checkpoint, n: int = 0, seed: int = 0, batch_size: int = 32, dr
                G_params=sum(p.numel() for p in G.parameters()), image_size=int(cat['fake'].shape[-1]),
                n_images=N, n_test_images=len(set(got['image'])), seed=seed, train_seed=cfg.seed)
     # --- R-precision with the run's own DAMSM; other captions of the same image are not negatives ---
-    n_neg = N - int(torch.bincount(image).max())
+    sub = torch.randperm(N, generator=torch.Generator().manual_seed(seed))[:r_pairs].sort().values if N > r_pairs else torch.arange(N)
+    enc = {k_: cat[k_][sub] for k_ in ('words_emb', 'sent_emb', 'v', 'v_bar', 'cap_len')}
+    n_neg = len(sub) - int(torch.bincount(image[sub]).max())
     k = min(100, n_neg + 1)
-    rep['r_precision'] = dict(candidates=k, draws=draws)
+    rep['r_precision'] = dict(candidates=k, draws=draws, pairs=len(sub))
     for level in ('word', 'sentence'):
-        scores = pair_scores(cat, dc.gamma1, dc.gamma2, level)
-        mean, std, _ = r_precision(scores, n_candidates=k, n_draws=draws, seed=seed, class_ids=image)
+        scores = pair_scores(enc, dc.gamma1, dc.gamma2, level)
+        mean, std, _ = r_precision(scores, n_candidates=k, n_draws=draws, seed=seed, class_ids=image[sub])
         rep['r_precision'][level] = [round(mean, 4), round(std, 4)]
     # --- the SynBirds judge ---
     first = [got['image'].index(i) for i in sorted(set(got['image']))]                   # each real test image once
@@ -189,7 +194,7 @@ def report_markdown(rep: dict) -> str:
             + f"\nWords whose part the judge did not find in the image: {g['no_part']}.\n")
     if rep.get('inception'): out.append(f"\nInception-v3: IS {_pm(rep['inception']['IS'], 2)}, FID {rep['inception']['FID']:.2f}\n")
     out.append(f"\n{rep['n_images']} generated images from {rep['n_test_images']} test images, evaluation seed {rep['seed']}, "
-               f"training seed {rep['train_seed']}; R-precision with {rep['r_precision']['candidates']} candidates over "
+               f"training seed {rep['train_seed']}; R-precision on {rep['r_precision'].get('pairs', rep['n_images'])} pairs with {rep['r_precision']['candidates']} candidates over "
                f"{rep['r_precision']['draws']} draws; {rep['G_params']:,} generator parameters; evaluation took "
                f"{rep['wall_seconds']:.0f} s. Checkpoint `{rep['checkpoint']}`.\n")
     return ''.join(out)
