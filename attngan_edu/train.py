@@ -299,8 +299,11 @@ def d_losses(cfg: Config, Ds: nn.ModuleList, real_imgs: list[Tensor], fake_imgs:
         i, x, x_hat = _stackgan_pair(real_imgs, fake_imgs)
         feats = Ds[i].features(x)
         return stackgan_d_loss(Ds[i].logits(feats, sent_emb), Ds[i].logits(feats, mismatched(sent_emb)), Ds[i](x_hat.detach(), sent_emb))
-    c = mu.detach()
-    return sum(stackganpp_d_loss(*D_i(x, c), *D_i(x_hat.detach(), c)) for D_i, x, x_hat in zip(Ds, real_imgs, fake_imgs))
+    c, loss = mu.detach(), 0
+    for D_i, x, x_hat in zip(Ds, real_imgs, fake_imgs):
+        (real_u, real_c), (fake_u, fake_c) = D_i(x, c), D_i(x_hat.detach(), c)
+        loss = loss + stackganpp_d_loss(real_u, fake_u, real_c, fake_c)    # its argument order: both uncond, then both cond
+    return loss
 
 def g_adv_losses(cfg: Config, Ds: nn.ModuleList, fake_imgs: list[Tensor], sent_emb: Tensor, mu: Tensor) -> Tensor:
     "L_G = sum_i L_{G_i} (AttnGAN eq. 4), plus StackGAN++'s colour consistency when color_alpha > 0 -> scalar"
