@@ -8,9 +8,9 @@ __all__ = ['LOSS_NAMES', 'CKPT_FORMAT', 'resolve_device', 'resolve_precision', '
            'save_checkpoint', 'load_checkpoint', 'ResumableSampler', 'ema_update', 'ema_decay_at', 'DivergenceError',
            'LossMeter', 'RunLog', 'read_log', 'plot_losses', 'attngan_config', 'StackGANStages', 'set_stackgan_phase',
            'build_gan', 'generate', 'd_losses', 'g_adv_losses', 'TrainState', 'adam', 'batch_to', 'train_step',
-           'dataset_root', 'make_dataset', 'damsm_config', 'damsm_cache_path', 'get_damsm', 'fixed_sample_inputs',
-           'sample', 'sample_grid', 'gather_rng_states', 'checkpoint_dict', 'check_checkpoint', 'damsm_from_checkpoint',
-           'restore', 'write_figures', 'TrainResult', 'train']
+           'dataset_root', 'make_dataset', 'damsm_config', 'damsm_cache_path', 'get_damsm', 'fixed_sample_indices',
+           'fixed_sample_inputs', 'sample', 'sample_grid', 'gather_rng_states', 'checkpoint_dict', 'check_checkpoint',
+           'damsm_from_checkpoint', 'restore', 'write_figures', 'TrainResult', 'train']
 
 # %% ../nbs/08_train.ipynb #91ec8370
 import copy, hashlib, json, os, random, time
@@ -433,11 +433,15 @@ def get_damsm(cfg: Config, root: Path, vocab, device: torch.device, rank: int = 
     return damsm.freeze(), path
 
 # %% ../nbs/08_train.ipynb #288bd4f5
+def fixed_sample_indices(cfg: Config, n_test: int, seed: int | None = None) -> tuple[list[int], torch.Generator]:
+    "(indices of the n_samples fixed test images, the generator that drew them: z and eps come next from it)"
+    g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
+    return torch.randperm(n_test, generator=g)[:min(cfg.n_samples, n_test)].tolist(), g
+
 def fixed_sample_inputs(cfg: Config, test_ds, seed: int | None = None) -> dict:
     "n_samples test captions, one z and one CA noise eps each, from a generator seeded with cfg.seed: CPU tensors"
-    g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
-    n = min(cfg.n_samples, len(test_ds))
-    idx = torch.randperm(len(test_ds), generator=g)[:n].tolist()
+    idx, g = fixed_sample_indices(cfg, len(test_ds), seed)
+    n = len(idx)
     items = [test_ds.get(i, cap_idx=k % test_ds.captions_per_image) for k, i in enumerate(idx)]
     return dict(caption=torch.stack([it['caption'] for it in items]), cap_len=torch.tensor([it['cap_len'] for it in items]),
                 z=torch.randn(n, cfg.z_dim, generator=g), eps=torch.randn(n, cfg.cond_dim, generator=g))
