@@ -227,3 +227,25 @@ def test_plot_stage_attention(m):
     if m > 1:                                                       # 6 words do not fit T = 5
         with pytest.raises(ValueError, match='words'):
             plot_stage_attention(fake_imgs, att_maps, ['w'] * 6)
+
+
+def test_im2col_route_matches_onednn_in_the_discriminator(monkeypatch):
+    "D_1 at batch 4 takes the im2col route for its deepest layers; logits and all gradients match plain F.conv2d"
+    from attngan_edu.blocks import Im2colConv2d
+    torch.manual_seed(0)
+    D = AttnGANDiscriminator(128, ndf=16, D=32)     # 8 ndf = 128 ... 16 ndf = 256 channels on the 8x8 and 4x4 maps
+    x, e = torch.randn(4, 3, 128, 128, requires_grad=True), torch.randn(4, 32)
+    used = []
+    orig = Im2colConv2d.use_im2col
+    def spy(self, inp):
+        r = orig(self, inp); used.append(r); return r
+    monkeypatch.setattr(Im2colConv2d, 'use_im2col', spy)
+    def run():
+        D.zero_grad(set_to_none=True); x.grad = None
+        u, c = D(x, e); (u.square().sum() + c.sum()).backward()
+        return [u.detach(), c.detach(), x.grad.clone()] + [p.grad.clone() for p in D.parameters()]
+    with_im2col = run()
+    assert any(used) and not all(used), used        # both routes were taken
+    monkeypatch.setattr(Im2colConv2d, 'use_im2col', lambda self, inp: False)
+    for a, b in zip(with_im2col, run()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
