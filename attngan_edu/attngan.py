@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 import matplotlib.pyplot as plt
 from .attention import word_context, padding_mask, WordAttention
-from .blocks import conv3x3, GLU, up_block, ResBlock, down_block, downsample_16
+from .blocks import Im2colConv2d, conv3x3, GLU, up_block, ResBlock, down_block, downsample_16
 from .ca import CondAugment
 
 # %% ../nbs/06_attention.ipynb #4c4f8f02
@@ -122,9 +122,9 @@ class AttnGANDiscriminator(nn.Module):
         self.encode = nn.Sequential(downsample_16(ndf),
                                     *[down_block(ch[j], ch[j + 1]) for j in range(k)],
                                     *[block3x3_leaky(ch[j + 1], ch[j]) for j in reversed(range(k))])   # -> (B, 8 ndf, 4, 4)
-        self.uncond = nn.Conv2d(8 * ndf, 1, kernel_size=4, stride=4)
+        self.uncond = Im2colConv2d(8 * ndf, 1, kernel_size=4, stride=4)
         self.joint = block3x3_leaky(8 * ndf + D, 8 * ndf)
-        self.cond = nn.Conv2d(8 * ndf, 1, kernel_size=4, stride=4)
+        self.cond = Im2colConv2d(8 * ndf, 1, kernel_size=4, stride=4)
 
     def features(self, imgs: Tensor) -> Tensor:
         "(B, 3, S, S) -> (B, 8 ndf, 4, 4)"

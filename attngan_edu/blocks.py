@@ -18,6 +18,8 @@ def conv2d_im2col(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=
     "F.conv2d as one matrix product y = W unfold(x), W viewed as (O, C k_h k_w): (B, C, H, W) -> (B, O, H', W')"
     (B, C, H, W), (O, _, kh, kw) = x.shape, weight.shape
     Ho, Wo = (H + 2 * padding[0] - kh) // stride[0] + 1, (W + 2 * padding[1] - kw) // stride[1] + 1
+    if (Ho, Wo) == (1, 1) and (kh, kw) == (H, W) and tuple(padding) == (0, 0):    # one patch, the whole map: a linear layer
+        return F.linear(x.reshape(B, -1), weight.reshape(O, -1), bias).view(B, O, 1, 1)
     cols = F.unfold(x, (kh, kw), padding=padding, stride=stride).view(B, C, kh * kw, Ho * Wo)  # the patch under each output pixel
     if weight.is_contiguous(): Wm, cols = weight.view(O, -1), cols.permute(1, 2, 0, 3)      # W's columns ordered (c, i, j)
     else: Wm, cols = weight.permute(0, 2, 3, 1).reshape(O, -1), cols.permute(2, 1, 0, 3)    # channels_last W: (i, j, c), a view
@@ -27,14 +29,15 @@ def conv2d_im2col(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=
 
 class Im2colConv2d(nn.Conv2d):
     """nn.Conv2d (same parameters, same result) that on a CPU runs wide layers on small maps as `conv2d_im2col`.
-    oneDNN re-lays out all O C k^2 weights on every call; im2col copies B H' W' C k^2 inputs instead: fewer when B H' W' < O/3."""
+    oneDNN re-lays out all O C k^2 weights on every call; im2col copies B H' W' C k^2 inputs instead: fewer when B H' W' < O/3,
+    and nothing at all when the kernel covers the whole map (the logit layers of the discriminators)."""
     def use_im2col(self, x: Tensor) -> bool:
-        "True when x (B, C, H, W) is on a CPU and the layer is wide for its output map: 3 B H' W' <= O"
+        "True when x (B, C, H, W) is on a CPU and the layer is wide for its output map (3 B H' W' <= O) or covers it (H' W' = 1)"
         if x.device.type != 'cpu' or x.dim() != 4 or self.groups != 1 or self.dilation != (1, 1) or self.padding_mode != 'zeros':
             return False
         (H, W), (kh, kw), s, p = x.shape[-2:], self.kernel_size, self.stride, self.padding
         L = ((H + 2 * p[0] - kh) // s[0] + 1) * ((W + 2 * p[1] - kw) // s[1] + 1)   # H' W', output pixels per image
-        return 3 * x.shape[0] * L <= self.out_channels
+        return 3 * x.shape[0] * L <= self.out_channels or ((kh, kw) == (H, W) and p == (0, 0))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.use_im2col(x): return conv2d_im2col(x, self.weight, self.bias, self.stride, self.padding)

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
-from .blocks import conv3x3, GLU, up_block, ResBlock, down_block, downsample_16
+from .blocks import Im2colConv2d, conv3x3, GLU, up_block, ResBlock, down_block, downsample_16
 from .ca import CondAugment, kl_divergence
 
 # %% ../nbs/05_stackganpp.ipynb #662f3111
@@ -103,10 +103,10 @@ class StackGANppD(nn.Module):
         layers += [leaky_block(ndf * 8 * 2 ** k, ndf * 4 * 2 ** k) for k in range(scale, 0, -1)]  # back to 8·ndf
         self.encode = nn.Sequential(*layers)
         k = base_size // 16                                   # side of the final map (4 for base_size 64)
-        self.uncond_logits = nn.Conv2d(ndf * 8, 1, kernel_size=k, stride=k)
+        self.uncond_logits = Im2colConv2d(ndf * 8, 1, kernel_size=k, stride=k)
         if cond_dim is not None:
             self.joint = leaky_block(ndf * 8 + cond_dim, ndf * 8)
-            self.cond_logits = nn.Conv2d(ndf * 8, 1, kernel_size=k, stride=k)
+            self.cond_logits = Im2colConv2d(ndf * 8, 1, kernel_size=k, stride=k)
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != self.size or x.shape[3] != self.size:
