@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `attngan-edu` (console script) and `python -m attngan_edu.cli`"
-    from attngan_edu.train import DivergenceError
+    from attngan_edu.train import DivergenceError, keep_freed_memory
+    if os.environ.get('ATTNGAN_EDU_KEEP_FREED', '1') != '0': keep_freed_memory()   # see notebook 08, "Memory the CPU can reuse"
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     try:

@@ -40,11 +40,14 @@ def main(argv=None):
     p.add_argument('--ours-args', default='', metavar='FLAGS',
                    help='extra flags for train_step.py only, written with "=": --ours-args=--channels-last, '
                         '--ours-args="--precision bf16" (default: none, i.e. fp32, contiguous)')
+    p.add_argument('--malloc', default='default', choices=['default', 'kept'],
+                   help="glibc malloc on BOTH sides: default, or kept (freed memory kept for reuse, as attngan-edu runs)")
     p.add_argument('--raw', action='store_true', help='also print every run')
     p.add_argument('--json', metavar='FILE', help='write all runs to FILE')
     a = p.parse_args(argv)
     py = sys.executable
-    common = ['--batch', str(a.batch), '--threads', str(a.threads), '--warmup', str(a.warmup), '--device', a.device, '--json']
+    common = ['--batch', str(a.batch), '--threads', str(a.threads), '--warmup', str(a.warmup), '--device', a.device,
+              '--malloc', a.malloc, '--json']
     runs = []
     for br in a.branches:
         steps = str(a.steps3 if br == 3 and a.steps3 else a.steps)

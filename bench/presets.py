@@ -18,8 +18,9 @@ HERE = Path(__file__).resolve().parent
 def damsm_step(preset: str, device: str, threads: int, warmup: int, steps: int) -> dict:
     "Median s/step of one DAMSM pretraining step (forward, L_DAMSM, backward, clip, Adam) on random images and captions"
     from attngan_edu.config import make_config
-    from attngan_edu.train import damsm_config, resolve_device
+    from attngan_edu.train import damsm_config, resolve_device, keep_freed_memory
     from attngan_edu.damsm import DAMSM
+    keep_freed_memory()                        # as the attngan-edu command does (train_step.py does it too)
     if threads: torch.set_num_threads(threads)
     cfg = make_config(preset)
     dev = resolve_device(device)

@@ -233,19 +233,25 @@ def main(argv=None):
     p.add_argument('--vocab', type=int, default=5450, help='text encoder vocabulary size (CUB: 5450)')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--steps', type=int, default=5)
+    p.add_argument('--malloc', default='default', choices=['kept', 'default'],
+                   help="kept: glibc keeps freed memory, set up by the same function our CLI calls "
+                        "(attngan_edu.train.keep_freed_memory; nothing else of ours is used); default: glibc's own behaviour")
     p.add_argument('--json', action='store_true', help='print one JSON line')
     a = p.parse_args(argv)
+    if a.malloc == 'kept':
+        from attngan_edu.train import keep_freed_memory
+        if not keep_freed_memory(): raise SystemExit('--malloc kept needs Linux with glibc')
     if a.threads: torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     r = time_steps(a.reference, a.branches, a.batch, device, a.warmup, a.steps, a.vocab)
     info = dict(model='attngan-reference', branches=a.branches, size=64 * 2 ** (a.branches - 1), batch=a.batch,
                 threads=torch.get_num_threads(), device=str(device), dtype='float32', damsm=False,
-                reference=os.path.abspath(a.reference), omp_wait_policy=os.environ.get('OMP_WAIT_POLICY'),
+                reference=os.path.abspath(a.reference), omp_wait_policy=os.environ.get('OMP_WAIT_POLICY'), malloc=a.malloc,
                 loadavg=os.getloadavg()[0], **r)
     if a.json: print(json.dumps(info))
     else:
         print(f"original AttnGAN {a.branches} branch(es) -> {info['size']}px, batch {a.batch}, {info['device']} float32, "
-              f"{info['threads']} thread(s), DAMSM off: median {r['s_per_step']:.3f} s/step, {r['imgs_per_s']:.2f} images/s, "
+              f"{info['threads']} thread(s), DAMSM off, malloc {a.malloc}: median {r['s_per_step']:.3f} s/step, {r['imgs_per_s']:.2f} images/s, "
               f"peak {r['peak_mem_gib']:.2f} GiB, G {r['G_params'] / 1e6:.2f} M / D {r['D_params'] / 1e6:.2f} M params "
               f"(load average {info['loadavg']:.1f}; stubs: {', '.join(r['stubs']) or 'none'})")
     return info

@@ -78,10 +78,14 @@ def main(argv=None):
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='more config overrides')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--steps', type=int, default=5)
+    p.add_argument('--malloc', default='kept', choices=['kept', 'default'],
+                   help="kept: glibc keeps freed memory, as the attngan-edu command sets it up (train.keep_freed_memory); "
+                        "default: glibc's own behaviour")
     p.add_argument('--json', action='store_true', help='print one JSON line')
     a = p.parse_args(argv)
     from attngan_edu.config import make_config, parse_value
-    from attngan_edu.train import resolve_device, resolve_precision
+    from attngan_edu.train import resolve_device, resolve_precision, keep_freed_memory
+    if a.malloc == 'kept' and not keep_freed_memory(): raise SystemExit('--malloc kept needs Linux with glibc')
     if a.threads: torch.set_num_threads(a.threads)
     over = {'model': a.model, 'branch_num': a.branches, 'batch_size': a.batch, 'channels_last': a.channels_last,
             'compile': a.compile, 'precision': a.precision, 'device': a.device}
@@ -94,12 +98,12 @@ def main(argv=None):
     r = time_steps(cfg, a.batch, device, dtype, a.warmup, a.steps, damsm=not a.no_damsm)
     info = dict(model=a.model, branches=a.branches, size=cfg.base_size * 2 ** (a.branches - 1), batch=a.batch,
                 threads=torch.get_num_threads(), device=str(device), dtype=str(dtype).replace('torch.', ''),
-                damsm=not a.no_damsm, channels_last=a.channels_last, compile=a.compile, preset=a.preset,
+                damsm=not a.no_damsm, channels_last=a.channels_last, compile=a.compile, preset=a.preset, malloc=a.malloc,
                 loadavg=os.getloadavg()[0], **r)
     if a.json: print(json.dumps(info))
     else:
         print(f"{a.model} {a.branches} branch(es) -> {info['size']}px, batch {a.batch}, {info['device']} {info['dtype']}, "
-              f"{info['threads']} thread(s), DAMSM {'on' if info['damsm'] else 'off'}: median {r['s_per_step']:.3f} s/step, "
+              f"{info['threads']} thread(s), DAMSM {'on' if info['damsm'] else 'off'}, malloc {a.malloc}: median {r['s_per_step']:.3f} s/step, "
               f"{r['imgs_per_s']:.2f} images/s, peak {r['peak_mem_gib']:.2f} GiB (load average {info['loadavg']:.1f})")
     return info
 

@@ -150,3 +150,14 @@ def test_config_file_errors(work, capsys):
     assert code == 2 and 'missing.toml does not exist' in err
     with pytest.raises(SystemExit) as e: main(['train', '--preset', 'no-such-preset'])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize('env, calls', [(None, 1), ('1', 1), ('0', 0)])
+def test_cli_keeps_freed_memory_unless_told_not_to(monkeypatch, capsys, env, calls):
+    import attngan_edu.train as train
+    seen = []
+    monkeypatch.setattr(train, 'keep_freed_memory', lambda: seen.append(1) or True)
+    if env is None: monkeypatch.delenv('ATTNGAN_EDU_KEEP_FREED', raising=False)
+    else: monkeypatch.setenv('ATTNGAN_EDU_KEEP_FREED', env)
+    assert main(['compare', 'no-such-run']) == 2          # fails on the missing report, after the start-up
+    assert len(seen) == calls
