@@ -52,7 +52,7 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--reps', type=int, default=7)
     a = p.parse_args(argv)
-    from attngan_edu.blocks import conv2d_im2col
+    from attngan_edu.blocks import conv2d_im2col, conv_out_size
     torch.set_num_threads(a.threads)
     print(f"batch {a.batch}, {a.branches} branch(es), {a.threads} thread(s), torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}\n")
@@ -64,8 +64,7 @@ def main(argv=None):
         s, pd = m.stride, m.padding
         t_dnn = time_route(lambda x, w: F.conv2d(x, w, stride=s, padding=pd), x, w, a.reps)
         t_col = time_route(lambda x, w: conv2d_im2col(x, w, None, s, pd), x, w, a.reps)
-        Ho = (shape[2] + 2 * pd[0] - m.kernel_size[0]) // s[0] + 1
-        Wo = (shape[3] + 2 * pd[1] - m.kernel_size[1]) // s[1] + 1
+        Ho, Wo = conv_out_size(*shape[2:], m.kernel_size, s, pd)
         pick = 'im2col' if m.use_im2col(x) else 'oneDNN'
         print(f"| {shape} | {m.out_channels} | {m.kernel_size[0]}, {s[0]} | {shape[0] * Ho * Wo} | {pick} | "
               f"{t_dnn:.1f} | {t_col:.1f} | {t_dnn / t_col:.2f} |", flush=True)
