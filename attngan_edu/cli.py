@@ -11,11 +11,20 @@ __all__ = ['resolve_train_config', 'load_run', 'cmd_data', 'cmd_train', 'cmd_tra
 # %% ../nbs/08_train.ipynb #41a3c86c
 import argparse, json, os, sys, time
 from pathlib import Path
-# OpenMP threads busy-wait between parallel regions by default; on a CPU shared with other processes that makes a
-# 2-thread torch up to 10x slower (measured while writing this notebook: 15 s vs 2 s per step). Set
-# OMP_WAIT_POLICY=ACTIVE to compare on your machine; a free CPU could not be measured here.
-# It must be set before torch loads OpenMP; an explicit setting in the environment wins.
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+def _cpu_busy(seconds: float = 0.1) -> float:
+    "Share of this machine's CPU time that was busy over the next `seconds` (Linux /proc/stat; 0.0 where unreadable)"
+    def read():
+        with open('/proc/stat') as f: v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]                                  # all jiffies, idle + iowait jiffies
+    try:
+        (t0, i0), _, (t1, i1) = read(), time.sleep(seconds), read()
+    except (OSError, ValueError, IndexError): return 0.0
+    return 1 - (i1 - i0) / max(t1 - t0, 1)
+
+# OpenMP threads that spin while waiting for work make a 2-thread step 1.8x faster on an idle CPU and 2x slower on a
+# busy one (bench/README.md). OpenMP reads the policy once, when torch loads it, so it is chosen here, before that:
+# spin on an idle machine, sleep on a busy one. An explicit OMP_WAIT_POLICY in the environment wins.
+if 'OMP_WAIT_POLICY' not in os.environ: os.environ['OMP_WAIT_POLICY'] = 'PASSIVE' if _cpu_busy() > 0.25 else 'ACTIVE'
 import torch
 from .config import Config, ConfigError, PRESETS, make_config, parse_overrides, check_value, validate
 

@@ -33,17 +33,19 @@ class Config:
     synbirds_seed: int = 0
     words_num: int = 18            # TEXT.WORDS_NUM: captions are cut/padded to T words
     num_workers: int = 4
+    cache_images: bool = False     # keep decoded images in memory (birds layout): for small sets such as SynBirds
     pin_memory: bool = True
     # --- model ---
     model: str = 'attngan'         # 'attngan' | 'stackgan' | 'stackganpp'
     branch_num: int = 3            # TREE.BRANCH_NUM: stages G_0..G_{m-1}, sizes base_size * 2**i
-    base_size: int = 64            # TREE.BASE_SIZE (AttnGAN's generator in notebook 06 starts at 64)
+    base_size: int = 64            # TREE.BASE_SIZE: side of x_hat_0 (AttnGAN: 64; a power of 2 >= 32)
     embedding_dim: int = 256       # TEXT.EMBEDDING_DIM = D, the text/image feature size of DAMSM
     z_dim: int = 100               # GAN.Z_DIM = N_z
     cond_dim: int = 100            # GAN.CONDITION_DIM = N_g, size of c_hat
     ngf: int = 32                  # GAN.GF_DIM
     ndf: int = 64                  # GAN.DF_DIM
     r_num: int = 2                 # GAN.R_NUM: residual blocks per refinement stage
+    word_attention: bool = True    # AttnGAN's F_i^attn; false: the sentence-only ablation (every region gets U e_bar)
     # --- objective (AttnGAN eq. 3): L = L_G + lam * L_DAMSM (+ kl_coef * KL) ---
     lam: float = 5.0               # TRAIN.SMOOTH.LAMBDA (birds 5, coco 50)
     gamma1: float = 4.0            # DAMSM gamma_1 (attention sharpness), eq. 9
@@ -51,6 +53,8 @@ class Config:
     gamma3: float = 10.0           # DAMSM gamma_3, eq. 11
     kl_coef: float = 1.0           # CA KL term, averaged over the N_g dims as the reference code does (see section 3)
     weighting: str = 'paper'       # eqs. 4-5 weights: 'paper' (1/2 each) or 'reference' (the original code's)
+    gan_loss: str = 'bce'          # eqs. 4-5 as written ('bce') or the hinge loss (notebook 06's stabilisers)
+    spectral_norm: bool = False    # spectral normalisation of every discriminator weight (notebook 06)
     color_alpha: float = 0.0       # StackGAN++ colour-consistency weight (model = 'stackganpp' only)
     stage1_steps: int = 0          # model 'stackgan': steps of Stage-I alone, then Stage-II on the frozen Stage-I; 0 -> half
     # --- optimisation ---
@@ -70,6 +74,7 @@ class Config:
     damsm_image_encoder: str = 'cnn'   # 'cnn' (course CNN) | 'inception' (Inception-v3, needs torchvision + weights)
     damsm_emb_dim: int = 300       # word-embedding size of the text encoder
     damsm_ndf: int = 32            # width of the CNN image encoder
+    damsm_cnn_stride: int = 16     # its local features v on a grid of S/16 (4x4 at 64 px) or S/8 (8x8)
     # --- device ---
     device: str = 'auto'           # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
     precision: str = 'auto'        # 'auto' (bf16 on CUDA, fp32 on CPU) | 'fp32' | 'bf16' | 'fp16' (with GradScaler)
@@ -86,7 +91,7 @@ class Config:
 
 CHOICES = dict(dataset=('synbirds', 'birds', 'coco'), model=('attngan', 'stackgan', 'stackganpp'),
                precision=('auto', 'fp32', 'bf16', 'fp16'), damsm_image_encoder=('cnn', 'inception'),
-               weighting=('paper', 'reference'))
+               weighting=('paper', 'reference'), gan_loss=('bce', 'hinge'))
 
 # %% ../nbs/08_train.ipynb #f80643e6
 PRESETS = {
@@ -115,26 +120,33 @@ dataset = "synbirds"
 synbirds_n_train = 1600
 synbirds_n_test = 128
 synbirds_size = 128
+cache_images = true
 branch_num = 2
+base_size = 32
 embedding_dim = 64
 z_dim = 32
 cond_dim = 32
-ngf = 8
-ndf = 8
+ngf = 16
+ndf = 16
 r_num = 1
 lam = 5.0
-batch_size = 8
-epochs = 3
-damsm_epochs = 5
+batch_size = 16
+epochs = 0
+max_steps = 1700
+lr_g = 0.0015
+lr_d = 0.0015
+damsm_epochs = 40
 damsm_batch_size = 32
 damsm_emb_dim = 64
 damsm_ndf = 16
+damsm_cnn_stride = 8
 num_workers = 0
 pin_memory = false
 channels_last = false
 threads = 2
-print_every = 20
-checkpoint_every = 200
+print_every = 50
+checkpoint_every = 500
+sample_every = 500
 n_samples = 8
 ''',
 'tiny': '''
@@ -229,8 +241,12 @@ def validate(cfg: Config) -> Config:
         if getattr(cfg, k) < 0: raise ConfigError(f"config: {k} must be >= 0, got {getattr(cfg, k)}")
     if cfg.epochs == 0 and cfg.max_steps == 0: raise ConfigError("config: set epochs or max_steps > 0")
     if cfg.base_size % 16: raise ConfigError(f"config: base_size must be a multiple of 16, got {cfg.base_size}")
-    if cfg.model == 'attngan' and cfg.base_size != 64:
-        raise ConfigError(f"config: base_size must be 64 for model 'attngan' (its first stage grows 4x4 to 64x64), got {cfg.base_size}")
+    if cfg.damsm_cnn_stride not in (8, 16): raise ConfigError(f"config: damsm_cnn_stride must be 8 or 16, got {cfg.damsm_cnn_stride}")
+    if cfg.model == 'attngan' and (cfg.base_size < 32 or cfg.base_size & (cfg.base_size - 1)):
+        raise ConfigError(f"config: base_size must be a power of 2 >= 32 for model 'attngan' (its first stage grows 4x4 by "
+                          f"doublings), got {cfg.base_size}")
+    if not cfg.word_attention and cfg.model != 'attngan':
+        raise ConfigError(f"config: word_attention = false is an AttnGAN ablation; model {cfg.model!r} has no word attention")
     if cfg.model == 'stackgan' and (cfg.base_size != 64 or cfg.branch_num not in (2, 3) or cfg.ngf % 16):
         raise ConfigError(f"config: model 'stackgan' needs base_size 64, branch_num 2 (64 -> 128) or 3 (64 -> 256) and ngf a "
                           f"multiple of 16; got base_size {cfg.base_size}, branch_num {cfg.branch_num}, ngf {cfg.ngf}")

@@ -177,6 +177,7 @@ class DAMSMConfig:
     dropout: float = 0.5
     backend: str = 'cnn'         # 'cnn' (CNNImageEncoder) or 'inception' (InceptionImageEncoder, needs torchvision)
     ndf: int = 32                # width of the CNN backend
+    cnn_stride: int = 16         # the CNN backend's v is on a grid of image_size / cnn_stride (16 or 8)
     image_size: int = 128        # S of the images given to the image encoder (Inception resizes to 299 itself)
     gamma1: float = 4.0          # eq. 9, attention sharpness over regions
     gamma2: float = 5.0          # eq. 10, soft max over words
@@ -210,12 +211,13 @@ class DAMSMConfig:
         if self.backend not in ('cnn', 'inception'): raise ValueError(f"DAMSMConfig: backend must be 'cnn' or 'inception', got {self.backend!r}")
         if self.reduction not in ('mean', 'sum'): raise ValueError(f"DAMSMConfig: reduction must be 'mean' or 'sum', got {self.reduction!r}")
         if self.image_size % 16: raise ValueError(f"DAMSMConfig: image_size must be a multiple of 16, got {self.image_size}")
+        if self.cnn_stride not in (8, 16): raise ValueError(f"DAMSMConfig: cnn_stride must be 8 or 16, got {self.cnn_stride}")
         return self
 
 # %% ../nbs/07_damsm.ipynb #fde3b515
 def make_image_encoder(config: DAMSMConfig, inception_weights: str | os.PathLike | None = 'DEFAULT') -> nn.Module:
     "The image encoder named by config.backend: CNNImageEncoder or InceptionImageEncoder"
-    if config.backend == 'cnn': return CNNImageEncoder(D=config.D, ndf=config.ndf)
+    if config.backend == 'cnn': return CNNImageEncoder(D=config.D, ndf=config.ndf, stride=config.cnn_stride)
     if config.backend == 'inception': return InceptionImageEncoder(D=config.D, weights=inception_weights)
     raise ValueError(f"make_image_encoder: backend must be 'cnn' or 'inception', got {config.backend!r}")
 

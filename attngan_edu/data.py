@@ -203,11 +203,16 @@ class CaptionedImages(torch.utils.data.Dataset):
         return self.vocab.encode(self.captions[index][cap_idx], self.words_num, rng)
 
     def _load_image(self, index):
+        "The decoded RGB image of item `index`; kept in memory after the first read when the data set caches images"
+        cache = getattr(self, '_images', None)
+        if cache is not None and index in cache: return cache[index]      # never changed in place: every step makes a copy
         path = self.img_paths[index]
         try:
-            with Image.open(path) as im: return im.convert('RGB')
+            with Image.open(path) as im: img = im.convert('RGB')
         except FileNotFoundError: raise FileNotFoundError(f'{path}: image file not found') from None
         except (OSError, ValueError, SyntaxError) as e: raise ValueError(f'{path}: cannot decode image ({e})') from None
+        if cache is not None: cache[index] = img
+        return img
 
     def __getitem__(self, index): return self.get(index)
 
@@ -272,9 +277,11 @@ def _class_ids_of(keys) -> dict:
 class TextImageDataset(CaptionedImages):
     "AttnGAN's 'birds' layout (real CUB or SynBirds): bbox crop, image pyramid, one of the captions as indices."
     def __init__(self, root, split='train', base_size=64, branch_num=3, words_num=18, with_truth=False, skip_bad=False,
-                 vocab=None, captions_per_image=10, cap_choice=None, train_transform=None, cache_dir=None, check_images=True):
+                 vocab=None, captions_per_image=10, cap_choice=None, train_transform=None, cache_dir=None, check_images=True,
+                 cache_images=False):
         self.root, self.captions_per_image = Path(root), captions_per_image
         self._setup(split, base_size, branch_num, words_num, cap_choice, train_transform, skip_bad)
+        self._images = {} if cache_images else None     # decoded images kept in memory: for small sets such as SynBirds
         splits = {s: self._split_keys(s) for s in ('train', 'test') if s == split or (self.root/s/'filenames.pickle').is_file()}
         all_keys = [k for s in ('train', 'test') for k in splits.get(s, [])]
         text = lambda k: self.root/'text'/f'{k}.txt'

@@ -48,20 +48,23 @@ class TextEncoder(nn.Module):
 
 # %% ../nbs/03_ca.ipynb #ca7f61b5
 class CNNImageEncoder(nn.Module):
-    "Small CNN: imgs (B, 3, S, S) in [-1, 1] -> v (B, D, S/16, S/16) local features, v_bar (B, D) global feature"
-    def __init__(self, D: int = 256, ndf: int = 32):
+    """Small CNN: imgs (B, 3, S, S) in [-1, 1] -> v (B, D, S/stride, S/stride) local features, v_bar (B, D) global feature.
+    stride 16: four stride-2 convolutions; 8: the last one is 1x1, so v has 4x as many regions and each sees 22 pixels, not 46"""
+    def __init__(self, D: int = 256, ndf: int = 32, stride: int = 16):
         super().__init__()
-        self.D, self.ndf = D, ndf
-        def down(i, o, bn=True):
-            return [nn.Conv2d(i, o, 4, 2, 1, bias=not bn)] + ([nn.BatchNorm2d(o)] if bn else []) + [nn.LeakyReLU(0.2, inplace=True)]
-        self.features = nn.Sequential(*down(3, ndf, bn=False), *down(ndf, 2 * ndf), *down(2 * ndf, 4 * ndf), *down(4 * ndf, 8 * ndf))
+        if stride not in (8, 16): raise ValueError(f"CNNImageEncoder: stride must be 8 or 16, got {stride}")
+        self.D, self.ndf, self.stride = D, ndf, stride
+        def down(i, o, bn=True, k=4, s=2, p=1):
+            return [nn.Conv2d(i, o, k, s, p, bias=not bn)] + ([nn.BatchNorm2d(o)] if bn else []) + [nn.LeakyReLU(0.2, inplace=True)]
+        last = down(4 * ndf, 8 * ndf) if stride == 16 else down(4 * ndf, 8 * ndf, k=1, s=1, p=0)
+        self.features = nn.Sequential(*down(3, ndf, bn=False), *down(ndf, 2 * ndf), *down(2 * ndf, 4 * ndf), *last)
         self.local_proj = nn.Conv2d(8 * ndf, D, 1, bias=False)     # v = W f   (AttnGAN eq. 8, conv1x1)
         self.global_proj = nn.Linear(8 * ndf, D)                    # v_bar = W_bar f_bar
 
     def forward(self, imgs: Tensor) -> tuple[Tensor, Tensor]:
         if imgs.dim() != 4 or imgs.shape[1] != 3 or imgs.shape[2] % 16 or imgs.shape[3] % 16 or imgs.shape[2] < 16:
             raise ValueError(f"CNNImageEncoder: imgs must be (B, 3, S, S) with S a multiple of 16, got {tuple(imgs.shape)}")
-        f = self.features(imgs)                                     # (B, 8 ndf, S/16, S/16)
+        f = self.features(imgs)                                     # (B, 8 ndf, S/stride, S/stride)
         return self.local_proj(f), self.global_proj(f.mean(dim=(2, 3)))
 
 # %% ../nbs/03_ca.ipynb #58d4315b

@@ -149,6 +149,7 @@ def judge_loss(logits:dict, targets:dict, part_weight=None):
     if 'parts' in targets: loss = loss + F.cross_entropy(logits['parts'], targets['parts'], weight=part_weight)
     return loss
 
+@torch.enable_grad()          # evaluate calls get_judge inside no_grad: training the judge there needs gradients back
 def train_judge(root, steps:int, batch_size:int=64, lr:float=3e-3, size:int=64, channels=(16, 32, 64, 128),
                 part_pooling:bool=True, seed:int=0, device='cpu', log_every:int=50, data:dict|None=None, verbose:bool=False):
     "Train a SynBirdsJudge on the train split of the SynBirds at `root`. Returns (judge, history [(step, mean loss)])."

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .config import Config, ConfigError, save_config, validate
 from .ca import kl_divergence
 from .attention import padding_mask
-from .attngan import (AttnGANConfig, AttnGANGenerator, make_discriminators, discriminator_loss, generator_loss,
+from .attngan import (AttnGANConfig, AttnGANGenerator, make_discriminators, discriminator_loss, generator_loss, spectral_normalize,
                                  plot_stage_attention)
 from .stackgan import StageIGenerator, StageIIGenerator, MatchingDiscriminator, mismatched
 from .stackgan import discriminator_loss as stackgan_d_loss
@@ -240,7 +240,8 @@ def plot_losses(log_path: str | Path, keys: list[str] | None = None, every: int 
 def attngan_config(cfg: Config) -> AttnGANConfig:
     "The AttnGANConfig named by a run's Config"
     return AttnGANConfig(ngf=cfg.ngf, ndf=cfg.ndf, D=cfg.embedding_dim, cond_dim=cfg.cond_dim, z_dim=cfg.z_dim,
-                         words_num=cfg.words_num, r_num=cfg.r_num, branch_num=cfg.branch_num)
+                         words_num=cfg.words_num, r_num=cfg.r_num, branch_num=cfg.branch_num, base_size=cfg.base_size,
+                         word_attention=cfg.word_attention)
 
 class StackGANStages(nn.Module):
     "StackGAN's G_0 and G for the loop: phase 1 trains G_0 alone; phase 2 trains G on the frozen G_0 -> ([s0(, s)], mu, logvar)"
@@ -289,6 +290,7 @@ def build_gan(cfg: Config) -> tuple[nn.Module, nn.ModuleList]:
         Ds = nn.ModuleList([MatchingDiscriminator(64, cfg.embedding_dim, cfg.ndf), MatchingDiscriminator(out, cfg.embedding_dim, cfg.ndf)])
     else: raise ConfigError(f"config: unknown model {cfg.model!r}")
     G.apply(init_weights); Ds.apply(init_weights)
+    if cfg.spectral_norm: spectral_normalize(Ds)
     return G, Ds
 
 def generate(cfg: Config, G: nn.Module, z: Tensor, sent_emb: Tensor, words_emb: Tensor, mask: Tensor):
@@ -304,7 +306,7 @@ def _stackgan_pair(real_imgs: list[Tensor], fake_imgs: list[Tensor]) -> tuple[in
 def d_losses(cfg: Config, Ds: nn.ModuleList, real_imgs: list[Tensor], fake_imgs: list[Tensor], sent_emb: Tensor, mu: Tensor) -> Tensor:
     "sum_i L_{D_i} (AttnGAN eq. 5; StackGAN++'s joint losses conditioned on mu; StackGAN's matching-aware loss) -> scalar"
     if cfg.model == 'attngan':
-        return sum(discriminator_loss(D_i, x, x_hat, sent_emb, cfg.weighting) for D_i, x, x_hat in zip(Ds, real_imgs, fake_imgs))
+        return sum(discriminator_loss(D_i, x, x_hat, sent_emb, cfg.weighting, cfg.gan_loss) for D_i, x, x_hat in zip(Ds, real_imgs, fake_imgs))
     if cfg.model == 'stackgan':
         i, x, x_hat = _stackgan_pair(real_imgs, fake_imgs)
         feats = Ds[i].features(x)
@@ -317,7 +319,7 @@ def d_losses(cfg: Config, Ds: nn.ModuleList, real_imgs: list[Tensor], fake_imgs:
 
 def g_adv_losses(cfg: Config, Ds: nn.ModuleList, fake_imgs: list[Tensor], sent_emb: Tensor, mu: Tensor) -> Tensor:
     "L_G = sum_i L_{G_i} (AttnGAN eq. 4), plus StackGAN++'s colour consistency when color_alpha > 0 -> scalar"
-    if cfg.model == 'attngan': return generator_loss(Ds, fake_imgs, sent_emb, cfg.weighting)[0]
+    if cfg.model == 'attngan': return generator_loss(Ds, fake_imgs, sent_emb, cfg.weighting, cfg.gan_loss)[0]
     if cfg.model == 'stackgan':
         logits = Ds[len(fake_imgs) - 1](fake_imgs[-1], sent_emb)
         return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))     # -log D(G(z, c_hat)), non-saturating
@@ -406,14 +408,16 @@ def dataset_root(cfg: Config) -> Path:
 
 def make_dataset(cfg: Config, root: Path, split: str = 'train', base_size: int | None = None, branch_num: int | None = None, **kw):
     "TextImageDataset (birds layout: CUB or SynBirds) or CocoTextImageDataset, at the run's sizes unless given"
-    cls = CocoTextImageDataset if cfg.dataset == 'coco' else TextImageDataset
-    return cls(root, split, base_size=base_size or cfg.base_size, branch_num=branch_num or cfg.branch_num,
-               words_num=cfg.words_num, **kw)
+    if cfg.dataset == 'coco': return CocoTextImageDataset(root, split, base_size=base_size or cfg.base_size,
+                                                          branch_num=branch_num or cfg.branch_num, words_num=cfg.words_num, **kw)
+    return TextImageDataset(root, split, base_size=base_size or cfg.base_size, branch_num=branch_num or cfg.branch_num,
+                            words_num=cfg.words_num, cache_images=cfg.cache_images, **kw)
 
 def damsm_config(cfg: Config, vocab_size: int) -> DAMSMConfig:
     "The DAMSMConfig a run pretrains: the run's D, T, gammas, at the size of the last stage"
     return DAMSMConfig(vocab_size=vocab_size, words_num=cfg.words_num, emb_dim=cfg.damsm_emb_dim, D=cfg.embedding_dim,
-                       backend=cfg.damsm_image_encoder, ndf=cfg.damsm_ndf, image_size=cfg.base_size * 2 ** (cfg.branch_num - 1),
+                       backend=cfg.damsm_image_encoder, ndf=cfg.damsm_ndf, cnn_stride=cfg.damsm_cnn_stride,
+                       image_size=cfg.base_size * 2 ** (cfg.branch_num - 1),
                        gamma1=cfg.gamma1, gamma2=cfg.gamma2, gamma3=cfg.gamma3, batch_size=cfg.damsm_batch_size,
                        epochs=cfg.damsm_epochs, lr=cfg.damsm_lr, seed=cfg.seed)
 

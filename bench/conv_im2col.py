@@ -9,7 +9,7 @@ and prints a markdown table with the route `Im2colConv2d.use_im2col` picks, so t
   python bench/conv_im2col.py --branches 3 --batch 4 --threads 2
 """
 import argparse, os, statistics, time
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # as the attngan-edu CLI does
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # fixed, so timings compare (the CLI picks by load)
 import torch
 import torch.nn.functional as F
 

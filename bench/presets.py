@@ -9,7 +9,7 @@ DAMSM step as DAMSM.forward + backward + Adam step at the preset's DAMSM batch a
 """
 import argparse, json, os, resource, statistics, subprocess, sys, time
 from pathlib import Path
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # as the attngan-edu CLI does (see attngan_edu.cli)
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # fixed, so timings compare (the CLI picks by load)
 import torch
 
 HERE = Path(__file__).resolve().parent

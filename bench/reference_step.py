@@ -48,7 +48,7 @@ Adaptations, all made from the outside at import/run time (the original files ar
   python bench/reference_step.py --reference /path/to/AttnGAN/code --branches 3 --batch 4 --threads 2 --json
 """
 import argparse, json, os, resource, statistics, sys, time, types, warnings
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # as bench/train_step.py and the attngan-edu CLI do
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # fixed, as in bench/train_step.py
 import torch
 from torch import nn
 

@@ -8,7 +8,8 @@ seconds per step after warm-up and the images per second.
   python bench/train_step.py --branches 3 --batch 20 --device cuda --precision bf16 --channels-last
 """
 import argparse, copy, json, os, resource, statistics, sys, time
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # as the attngan-edu CLI does (see attngan_edu.cli)
+if os.environ.get('OMP_WAIT_POLICY') == 'UNSET': del os.environ['OMP_WAIT_POLICY']
+else: os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # fixed, so timings compare (the CLI picks by load)
 import torch
 
 

@@ -124,7 +124,7 @@ def test_discriminator_channel_plan_matches_reference():
         x = layer(x); shapes.append(tuple(x.shape[1:]))
     assert shapes == [(8 * ndf, 16, 16), (16 * ndf, 8, 8), (32 * ndf, 4, 4), (16 * ndf, 4, 4), (8 * ndf, 4, 4)]
     assert len(AttnGANDiscriminator(128, ndf, 6).encode) == 3 and len(AttnGANDiscriminator(64, ndf, 6).encode) == 1
-    for bad in (32, 96, 100):
+    for bad in (16, 96, 100):
         with pytest.raises(ValueError, match='img_size'):
             AttnGANDiscriminator(bad, ndf, 6)
     with pytest.raises(ValueError, match='sent_emb'):
@@ -249,3 +249,61 @@ def test_im2col_route_matches_onednn_in_the_discriminator(monkeypatch):
     monkeypatch.setattr(Im2colConv2d, 'use_im2col', lambda self, inp: False)
     for a, b in zip(with_im2col, run()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_base_size_32_pyramid_and_discriminators():
+    "base_size 32 (the course's CPU preset): x_hat_0 32 px, x_hat_1 64 px, attention on the 32x32 grid, D_0 at 32 px"
+    cfg = dataclasses.replace(small_cfg(2), base_size=32)
+    G, Ds = AttnGANGenerator(cfg), make_discriminators(cfg)
+    z, sent_emb, words_emb, mask = inputs(cfg)
+    fake_imgs, att_maps, _, _ = G(z, sent_emb, words_emb, mask)
+    assert [tuple(x.shape[-2:]) for x in fake_imgs] == [(32, 32), (64, 64)] and att_maps[0].shape == (3, 5, 32, 32)
+    assert G.F[0].ngf16 == 8 * cfg.ngf and len(G.F[0].up) == 3        # three doublings from 4x4, channels halve each time
+    assert D_code_shape(Ds[0], fake_imgs[0]) == (3, 8 * cfg.ndf, 4, 4) == D_code_shape(Ds[1], fake_imgs[1])
+    for D_i, x in zip(Ds, fake_imgs):
+        u, c = D_i(x, sent_emb)
+        assert u.shape == c.shape == (3,)
+    for bad in (16, 48, 100):
+        with pytest.raises(ValueError, match='base_size'):
+            AttnGANConfig(base_size=bad)
+
+
+def D_code_shape(D, x): return tuple(D.features(x).shape)
+
+
+def test_sentence_only_ablation():
+    "word_attention=False: the same pyramid, no attention maps, and the context of every region is U e_bar"
+    cfg = dataclasses.replace(small_cfg(3), word_attention=False)
+    G = AttnGANGenerator(cfg)
+    z, sent_emb, words_emb, mask = inputs(cfg)
+    fake_imgs, att_maps, _, _ = G(z, sent_emb, words_emb, mask)
+    assert [tuple(x.shape[-1:]) for x in fake_imgs] == [(64,), (128,), (256,)] and att_maps == []
+    h = torch.randn(3, cfg.ngf, 4, 4)
+    c = G.F[1].attn(h, sent_emb)
+    assert c.shape == h.shape and torch.allclose(c[:, :, 0, 0], c[:, :, 3, 2])
+    torch.testing.assert_close(c[:, :, 1, 1], sent_emb @ G.F[1].attn.U.weight.t())
+    # the words do not matter any more: another caption with the same sentence feature gives the same image
+    torch.manual_seed(1); a = G(z, sent_emb, words_emb, mask, eps=torch.zeros(3, cfg.cond_dim))[0][-1]
+    torch.manual_seed(1); b = G(z, sent_emb, torch.randn_like(words_emb), mask, eps=torch.zeros(3, cfg.cond_dim))[0][-1]
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match='sent_emb'):
+        G.F[1](h, words_emb, mask)
+
+
+def test_hinge_loss_and_spectral_norm():
+    from attngan_edu.attngan import spectral_normalize
+    l = torch.tensor([2.0, -0.5, 0.3])
+    # hinge: D pays max(0, 1 - l) on reals and max(0, 1 + l) on fakes; G pays -l
+    hand = 0.5 * (F.relu(1 - l).mean() + F.relu(1 + l).mean()) + 0.5 * (F.relu(1 - l).mean() + F.relu(1 + l).mean())
+    torch.testing.assert_close(d_adv_loss(l, l, l, l, gan_loss='hinge'), hand)
+    torch.testing.assert_close(g_adv_loss(l, l, gan_loss='hinge'), -l.mean())
+    with pytest.raises(ValueError, match='gan_loss'):
+        d_adv_loss(l, l, l, l, gan_loss='wasserstein')
+    D = spectral_normalize(AttnGANDiscriminator(32, ndf=2, D=6))
+    names = [n for n, _ in D.named_parameters()]
+    assert names and all('parametrizations' in n for n in names if n.endswith('weight.original')) and \
+        sum(n.endswith('weight.original') for n in names) == sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in D.modules())
+    for _ in range(30): D(torch.randn(4, 3, 32, 32), torch.randn(4, 6))      # power iteration converges
+    for m in D.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            assert abs(torch.linalg.matrix_norm(m.weight.flatten(1), ord=2).item() - 1) < 0.1

@@ -1,6 +1,6 @@
 """Every `attngan-edu` command end to end on tiny data in a temporary folder (data synbirds, data prepare-cub,
 train-damsm, train, train --resume, sample, evaluate), and the command line's config errors."""
-import json, subprocess, sys, tarfile, zipfile
+import json, subprocess, sys, tarfile, time, zipfile
 from pathlib import Path
 import pytest
 import torch
@@ -91,9 +91,30 @@ def test_evaluate_with_judge_and_compare(work, capsys):
     code, out, err = run(capsys, 'compare', work / 'eval0', work / 'eval1' / 'metrics.json', '--out', work / 'table.md')
     assert code == 0, err
     lines = (work / 'table.md').read_text().splitlines()
-    assert len(lines) == 6 and lines[-2].startswith('| real test images')          # header, rule, 2 runs, 2 real rows
+    assert len(lines) == 7 and lines[-3].startswith('| real test images')          # header, rule, 2 runs, 2 real rows, oracle
+    assert lines[-1].startswith('| oracle (true attributes)')
+    rp = m['r_precision']           # the same candidates scored by the DAMSM on real images and by the oracle
+    assert all(0 <= rp[k][0] <= 1 for k in ('real_word', 'real_sentence', 'oracle', 'oracle_agreement'))
+    assert rp['oracle_agreement'][0] <= rp['oracle'][0]       # the tie-breaking by specificity only turns misses into hits
+    assert set(m['damsm_pointing']) == {'colour', 'part'} and 0 <= m['damsm_pointing']['colour']['hit'] <= 1
     code, _, err = run(capsys, 'compare', work / 'runs')                             # no metrics.json there
     assert code == 2 and 'no evaluation report' in err
+
+
+def test_evaluate_trains_the_judge_on_a_fresh_machine(work, capsys, tmp_path, monkeypatch):
+    "evaluate with the default judge when none is cached: it is trained inside evaluate's no_grad (this used to crash)"
+    import functools
+    import attngan_edu.judge as J
+    run_dir = work / 'runs' / 'tiny'
+    if not (run_dir / 'checkpoint.pt').exists(): pytest.skip('needs test_full_pipeline')
+    monkeypatch.setenv('ATTNGAN_EDU_DATA', str(tmp_path))                      # an empty cache: no judge, no judge data
+    small = dict(n_train=48, n_test=24, image_size=64, steps=3, batch_size=8, verbose=False)
+    monkeypatch.setattr(J, 'get_judge', functools.partial(J.get_judge, **small))   # the standard judge, but tiny
+    assert not J.judge_path(48, 24, 64, steps=3).exists()
+    code, out, err = run(capsys, 'evaluate', '--checkpoint', run_dir, '--draws', 2, '--n', 20, '--out', tmp_path / 'eval')
+    assert code == 0, err
+    assert J.judge_path(48, 24, 64, steps=3).is_file()                           # trained and cached by evaluate
+    assert 0 <= json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['judge']['attribute_accuracy']['all'] <= 1
 
 
 def test_prepare_cub_and_train_on_birds_layout(work, capsys):
@@ -131,7 +152,8 @@ def test_prepare_cub_missing_archive(work, capsys):
     (['--model', 'attngan2'], "model must be one of"),
     (['--lam', 'five'], 'lam must be float'),
     (['stray'], "unexpected argument 'stray'"),
-    (['--base_size', '32'], 'base_size must be 64'),
+    (['--base_size', '48'], 'base_size must be a power of 2 >= 32'),
+    (['--model', 'stackgan', '--base_size', '32'], "model 'stackgan' needs base_size 64"),
 ])
 def test_override_errors(work, capsys, argv, message):
     code, _, err = run(capsys, 'train', '--preset', 'tiny', '--out_dir', work / 'never', *argv)
@@ -161,3 +183,23 @@ def test_cli_keeps_freed_memory_unless_told_not_to(monkeypatch, capsys, env, cal
     else: monkeypatch.setenv('ATTNGAN_EDU_KEEP_FREED', env)
     assert main(['compare', 'no-such-run']) == 2          # fails on the missing report, after the start-up
     assert len(seen) == calls
+
+
+def test_omp_wait_policy_follows_the_cpu_load():
+    "the CLI picks OpenMP's wait policy before torch loads it: sleep on a busy CPU, and an explicit setting wins"
+    import os
+    import attngan_edu.cli as cli
+    assert 0.0 <= cli._cpu_busy(0.05) <= 1.0
+    code = "import os, attngan_edu.cli; print(os.environ['OMP_WAIT_POLICY'])"
+    def policy(**env):
+        e = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'} | env
+        r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=e, timeout=120, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+    assert policy(OMP_WAIT_POLICY='ACTIVE') == 'ACTIVE'
+    spin = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(os.cpu_count() or 2)]
+    try:
+        time.sleep(0.5)
+        assert cli._cpu_busy(0.2) > 0.5 and policy() == 'PASSIVE'      # every core busy: threads must not spin
+    finally:
+        for p in spin: p.kill()

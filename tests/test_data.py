@@ -273,3 +273,15 @@ def test_prepare_cub_refuses_path_traversal(tmp_path):
     with tarfile.open(evil, 'w:gz') as t: _tar_add(t, '../CUB_200_2011/images.txt', b'1 x.jpg\n')
     with pytest.raises(ValueError, match='unsafe'): prepare_cub(evil, evil, tmp_path/'out')
     assert not (tmp_path/'CUB_200_2011').exists()
+
+
+def test_cache_images_gives_the_same_items(cub):
+    "cache_images keeps each decoded image after its first read; items are the same, random crops included"
+    plain = TextImageDataset(cub, 'train', base_size=16, branch_num=2, words_num=6)
+    cached = TextImageDataset(cub, 'train', base_size=16, branch_num=2, words_num=6, cache_images=True)
+    for rnd in range(2):                                                  # the second pass reads from memory
+        for i in range(len(plain)):
+            torch.manual_seed(rnd * 100 + i); a = plain.get(i, cap_idx=0)
+            torch.manual_seed(rnd * 100 + i); b = cached.get(i, cap_idx=0)
+            assert all(torch.equal(x, y) for x, y in zip(a['imgs'], b['imgs']))
+    assert len(cached._images) == len(plain) and plain._images is None

@@ -206,3 +206,10 @@ def test_get_judge_trains_then_loads(tmp_path, monkeypatch):
     x = torch.rand(3, 3, 64, 64) * 2 - 1
     assert torch.allclose(judge_predict(j1, x)[1], judge_predict(j2, x)[1])
     assert j2.info['steps'] == 4
+
+
+def test_get_judge_trains_under_no_grad(tmp_path):
+    "evaluate asks for the judge inside torch.no_grad(); training it there must still work (it used to crash)"
+    with torch.no_grad():
+        j = get_judge(n_train=48, n_test=24, image_size=64, steps=3, batch_size=8, verbose=False, root=tmp_path)
+    assert judge_path(48, 24, 64, steps=3, root=tmp_path).is_file() and j.info['steps'] == 3

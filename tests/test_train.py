@@ -185,3 +185,22 @@ def test_bf16_autocast_and_channels_last_on_cpu(env):
     assert all(p.dtype == torch.float32 for p in res.state.G.parameters())
     conv = next(m for m in res.state.Ds.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_new_settings_are_checked():
+    "the course's CPU preset settings: base_size 32, the sentence-only ablation, the stabilisers, the DAMSM grid"
+    cfg = make_config('synbirds-cpu')
+    assert (cfg.base_size, cfg.branch_num, cfg.damsm_cnn_stride) == (32, 2, 8)
+    assert T.damsm_config(cfg, 99).image_size == 64 and T.damsm_config(cfg, 99).cnn_stride == 8
+    G, Ds = T.build_gan(make_config('synbirds-cpu', overrides={'word_attention': False, 'spectral_norm': True}))
+    assert all(F_i.attn.__class__.__name__ == 'SentenceContext' for F_i in G.F[1:])
+    assert any('parametrizations' in n for n, _ in Ds.named_parameters())
+    for bad, match in ((dict(base_size=48), 'power of 2'), (dict(model='stackganpp', word_attention=False), 'ablation'),
+                       (dict(damsm_cnn_stride=4), 'damsm_cnn_stride'), (dict(gan_loss='wgan'), 'gan_loss')):
+        with pytest.raises(ValueError, match=match): make_config('tiny', overrides=bad)
+
+
+def test_sentence_only_ablation_trains(env):
+    "word_attention=false through the loop: a run without attention maps, which sample and the figures handle"
+    res = T.train(tiny(env, 'no-attn', max_steps=2, word_attention=False, sample_every=1))
+    assert (res.run_dir / 'samples' / 'step_000002.png').is_file() and not (res.run_dir / 'attention.png').exists()
