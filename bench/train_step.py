@@ -38,8 +38,9 @@ def random_batch(cfg, vocab_size: int, B: int, g: torch.Generator) -> dict:
                 caption=caption, cap_len=cap_len, class_id=torch.arange(B))
 
 
-def time_steps(cfg, B: int, device, dtype, warmup: int, steps: int, vocab_size: int = 5450, damsm: bool = True) -> dict:
-    "Median s/step of attngan_edu.train.train_step after `warmup` steps, images/s, peak memory"
+def time_steps(cfg, B: int, device, dtype, warmup: int, steps: int, vocab_size: int = 5450, damsm: bool = True,
+               flops: bool = False) -> dict:
+    "Median s/step of attngan_edu.train.train_step after `warmup` steps, images/s, peak memory; flops: FLOPs of one step"
     from attngan_edu.train import train_step, batch_to, generate, d_losses, g_adv_losses
     torch.manual_seed(0)
     s = build_state(cfg, vocab_size, device, dtype, damsm)
@@ -49,6 +50,11 @@ def time_steps(cfg, B: int, device, dtype, warmup: int, steps: int, vocab_size: 
     if cfg.compile:
         compiled = {'generate': torch.compile(generate), 'd_losses': torch.compile(d_losses), 'g_adv_losses': torch.compile(g_adv_losses)}
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == 'cuda' else (lambda: None)
+    n_flops = None
+    if flops:                                   # one eager step under the counter (it sees aten ops, not compiled kernels)
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as fc: train_step(s, batch, cfg, device, dtype, None)
+        n_flops = fc.get_total_flops()
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
     times = []
     for i in range(warmup + steps):
@@ -59,7 +65,7 @@ def time_steps(cfg, B: int, device, dtype, warmup: int, steps: int, vocab_size: 
     med = statistics.median(times[warmup:])
     peak = (torch.cuda.max_memory_allocated(device) if device.type == 'cuda'
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)   # CPU: peak RSS of this process (Linux: KiB)
-    return dict(s_per_step=med, imgs_per_s=B / med, peak_mem_gib=peak / 2 ** 30, warmup_s=sum(times[:warmup]),
+    return dict(s_per_step=med, imgs_per_s=B / med, peak_mem_gib=peak / 2 ** 30, warmup_s=sum(times[:warmup]), flops_per_step=n_flops,
                 all_s=[round(t, 4) for t in times],
                 G_params=sum(p.numel() for p in s.G.parameters()), D_params=sum(p.numel() for p in s.Ds.parameters()))
 
@@ -82,6 +88,7 @@ def main(argv=None):
     p.add_argument('--malloc', default='kept', choices=['kept', 'default'],
                    help="kept: glibc keeps freed memory, as the attngan-edu command sets it up (train.keep_freed_memory); "
                         "default: glibc's own behaviour")
+    p.add_argument('--flops', action='store_true', help='count the FLOPs of one step (torch.utils.flop_counter)')
     p.add_argument('--json', action='store_true', help='print one JSON line')
     a = p.parse_args(argv)
     from attngan_edu.config import make_config, parse_value
@@ -96,7 +103,7 @@ def main(argv=None):
     cfg = make_config(a.preset, overrides=over)
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
-    r = time_steps(cfg, a.batch, device, dtype, a.warmup, a.steps, damsm=not a.no_damsm)
+    r = time_steps(cfg, a.batch, device, dtype, a.warmup, a.steps, damsm=not a.no_damsm, flops=a.flops)
     info = dict(model=a.model, branches=a.branches, size=cfg.base_size * 2 ** (a.branches - 1), batch=a.batch,
                 threads=torch.get_num_threads(), device=str(device), dtype=str(dtype).replace('torch.', ''),
                 damsm=not a.no_damsm, channels_last=a.channels_last, compile=a.compile, preset=a.preset, malloc=a.malloc,
