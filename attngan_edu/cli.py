@@ -9,7 +9,7 @@ __all__ = ['resolve_train_config', 'load_run', 'cmd_data', 'cmd_train', 'cmd_tra
 # The code of this module is written and explained in nbs/08_train.ipynb (cells marked `#| export cli`).
 
 # %% ../nbs/08_train.ipynb #41a3c86c
-import argparse, json, os, sys, time
+import argparse, errno, json, os, sys, time
 from pathlib import Path
 def _cpu_busy(seconds: float = 0.1) -> float:
     "Share of this machine's CPU time that was busy over the next `seconds` (Linux /proc/stat; 0.0 where unreadable)"
@@ -40,28 +40,38 @@ def resolve_train_config(preset: str | None, file: str | None, overrides: dict, 
     values.update(overrides)
     return validate(Config(**values))
 
-def _caption_batch(captions: list[str], vocab, words_num: int):
-    "Tokenise free-text captions -> (caption LongTensor (n, T), cap_len (n,), unknown words)"
+def _caption_batch(captions: list[str], vocab, words_num: int, seed: int = 0, note=lambda msg: None):
+    """Tokenise free-text captions -> (caption LongTensor (n, T), cap_len (n,), unknown words). A caption longer than
+    words_num keeps a random subset of its words in order, as in training, drawn from `seed`; `note` is told which."""
     from attngan_edu.text import tokenize
     ids, lens, unknown = [], [], []
+    rng = torch.Generator().manual_seed(seed)
     for c in captions:
         toks = tokenize(c)
         if not toks: raise ValueError(f"caption {c!r} has no words")
+        dropped = [w for w in c.split() if not w.isascii() and not tokenize(w)]
+        if dropped: note(f"words without ASCII letters are dropped, as in training: {', '.join(dropped)}")
         unknown += [t for t in toks if t not in vocab.stoi]
-        x, n = vocab.encode(toks, words_num); ids.append(x); lens.append(n)
+        x, n = vocab.encode(toks, words_num, rng=rng); ids.append(x); lens.append(n)
+        if len(toks) > words_num:
+            note(f"the caption has {len(toks)} words and the model reads {words_num}: kept (seed {seed}) "
+                 f"'{' '.join(vocab.decode(x))}'")
     return torch.stack(ids), torch.tensor(lens), sorted(set(unknown))
 
 def load_run(checkpoint: str | Path, device: str = 'auto'):
     "(cfg, G_ema, DAMSM, vocab, ckpt, device) rebuilt from a training checkpoint alone"
     from attngan_edu.train import (load_checkpoint, check_checkpoint, build_gan, damsm_from_checkpoint, resolve_device,
-                                   set_stackgan_phase)
+                                   set_stackgan_phase, CheckpointError)
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir(): checkpoint = checkpoint / 'checkpoint.pt'
     ckpt = check_checkpoint(load_checkpoint(checkpoint), checkpoint)
     cfg = validate(Config(**{k: check_value(k, v, f'{checkpoint} config') for k, v in ckpt['config'].items()}))
     dev = resolve_device(device)
     G, _ = build_gan(cfg)
-    G.load_state_dict(ckpt['G_ema']); G = G.to(dev).eval()
+    try: G.load_state_dict(ckpt['G_ema'])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{checkpoint}: its generator weights do not fit its config ({str(e).splitlines()[0][:200]})") from None
+    G = G.to(dev).eval()
     if cfg.model == 'stackgan': set_stackgan_phase(cfg, [G], max(ckpt['step'] - 1, 0), ckpt['step'])   # the phase it ended in
     damsm, vocab = damsm_from_checkpoint(ckpt, dev)
     return cfg, G, damsm, vocab, ckpt, dev
@@ -71,11 +81,12 @@ def cmd_data(args) -> int:
     if args.what == 'synbirds':
         from attngan_edu.synbirds import make_synbirds
         t0 = time.time()
-        out = make_synbirds(args.out, n_train=args.n_train, n_test=args.n_test, image_size=args.size, seed=args.seed)
+        out = make_synbirds(args.out, n_train=args.n_train, n_test=args.n_test, image_size=args.size, seed=args.seed,
+                            overwrite=args.overwrite)
         print(f"SynBirds ({args.n_train} train, {args.n_test} test, {args.size}px, seed {args.seed}) written to {out} in {time.time() - t0:.1f}s")
     else:
         from attngan_edu.data import prepare_cub
-        report = prepare_cub(args.cub_archive, args.captions_archive, args.out)
+        report = prepare_cub(args.cub_archive, args.captions_archive, args.out, overwrite=args.overwrite)
         print(report)
         if not report.ok: return 1
     return 0
@@ -109,9 +120,12 @@ def cmd_train_damsm(args, overrides: dict) -> int:
 def cmd_sample(args) -> int:
     from attngan_edu.train import sample, sample_grid
     from attngan_edu.attngan import plot_stage_attention
+    if args.n < 1: raise ValueError(f"sample: --n (images per caption) must be >= 1, got {args.n}")
+    out = Path(args.out if Path(args.out).suffix else args.out + '.png')    # matplotlib would add .png: say so up front
     cfg, G, damsm, vocab, ckpt, dev = load_run(args.checkpoint, args.device)
     if args.caption:
-        caption, cap_len, unknown = _caption_batch(args.caption, vocab, cfg.words_num)
+        note = lambda msg: print(f"note: {msg}", file=sys.stderr)
+        caption, cap_len, unknown = _caption_batch(args.caption, vocab, cfg.words_num, args.seed, note)
         if unknown: print(f"note: words not in the vocabulary (read as <unk>): {', '.join(unknown)}", file=sys.stderr)
         caption, cap_len = caption.repeat_interleave(args.n, 0), cap_len.repeat_interleave(args.n, 0)
         z = torch.randn(len(caption), cfg.z_dim, generator=torch.Generator().manual_seed(args.seed))
@@ -119,13 +133,17 @@ def cmd_sample(args) -> int:
     else: caption, cap_len, z, eps = (ckpt['fixed'][k] for k in ('caption', 'cap_len', 'z', 'eps'))
     fake_imgs, att_maps = sample(cfg, G, damsm.text_enc, caption, cap_len, z, dev, eps)
     texts = [' '.join(vocab.decode(c.tolist())) for c in caption]
-    out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     sample_grid(fake_imgs, texts, title=f"{cfg.name}, step {ckpt['step']} (EMA generator)").savefig(out, dpi=100)
     print(f"{len(caption)} samples -> {out}")
-    if args.attention and att_maps:
+    if args.attention and not att_maps:
+        print(f"note: no attention figure: a {cfg.model} model" + (" with word_attention = false" if cfg.model == 'attngan' else '')
+              + " has no word attention", file=sys.stderr)
+    elif args.attention:
         words = vocab.decode(caption[0].tolist())[: int(cap_len[0])]
-        plot_stage_attention(fake_imgs, att_maps, words, idx=0, title=' '.join(words)).savefig(args.attention, dpi=100)
-        print(f"attention of the first sample -> {args.attention}")
+        att_out = Path(args.attention if Path(args.attention).suffix else args.attention + '.png')
+        plot_stage_attention(fake_imgs, att_maps, words, idx=0, title=' '.join(words)).savefig(att_out, dpi=100)
+        print(f"attention of the first sample -> {att_out}")
     return 0
 
 # %% ../nbs/08_train.ipynb #138715c6
@@ -140,17 +158,26 @@ def cmd_evaluate(args) -> int:
         from attngan_edu.metrics import load_inception_v3
         inception = load_inception_v3(args.inception_weights)
     if args.threads: torch.set_num_threads(args.threads)
-    rep = evaluate_run(args.checkpoint, n=args.n, seed=args.seed, batch_size=args.batch_size, draws=args.draws,
-                       judge=judge, inception=inception, device=args.device, r_pairs=args.r_pairs)
+    if args.draws < 1: raise ValueError(f"evaluate: --draws (R-precision draws) must be >= 1, got {args.draws}")
+    if args.n < 0: raise ValueError(f"evaluate: --n must be >= 0 (0 = every test pair), got {args.n}")
     ckpt = Path(args.checkpoint)
     out_dir = Path(args.out) if args.out else ckpt if ckpt.is_dir() else ckpt.parent
-    paths = save_report(rep, out_dir)
-    print(report_markdown(rep)); print(f"-> {paths[0]}, {paths[1]}")
+    if out_dir.exists() and not out_dir.is_dir(): raise NotADirectoryError(f"evaluate: --out {out_dir} is a file, not a folder")
+    rep = evaluate_run(args.checkpoint, n=args.n, seed=args.seed, batch_size=args.batch_size, draws=args.draws,
+                       judge=judge, inception=inception, device=args.device, r_pairs=args.r_pairs)
+    print(report_markdown(rep), flush=True)               # the results first: a failed write below loses nothing
+    try: paths = save_report(rep, out_dir)
+    except OSError as e:
+        print(json.dumps(rep), flush=True)                # the whole report, so that it can be saved by hand
+        raise OSError(e.errno, f"evaluate: the report above could not be written to {out_dir} ({e.strerror}); "
+                               f"it is printed in full as JSON above") from e
+    print(f"-> {paths[0]}, {paths[1]}")
     return 0
 
 def cmd_compare(args) -> int:
     from attngan_edu.report import compare_runs
     from attngan_edu.text import atomic_write_text
+    if args.out and Path(args.out).is_dir(): raise IsADirectoryError(f"compare: --out {args.out} is a folder; name a file, e.g. {Path(args.out) / 'results.md'}")
     table = compare_runs(args.runs)
     print(table, end='')
     if args.out: print(f"-> {atomic_write_text(args.out, table)}")
@@ -166,8 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument('--out', required=True); sb.add_argument('--n-train', type=int, default=2400)
     sb.add_argument('--n-test', type=int, default=480); sb.add_argument('--size', type=int, default=256)
     sb.add_argument('--seed', type=int, default=0)
+    sb.add_argument('--overwrite', action='store_true', help='write into a folder that is not empty (its files are replaced)')
     pc = dsub.add_parser('prepare-cub', help="lay out CUB_200_2011.tgz and AttnGAN's birds captions", allow_abbrev=False)
     pc.add_argument('--cub-archive', required=True); pc.add_argument('--captions-archive', required=True); pc.add_argument('--out', required=True)
+    pc.add_argument('--overwrite', action='store_true', help='write into a folder that is not empty')
     epilog = 'Any config key can be overridden: --key value, --key=value or --set key=value (see attngan_edu.config.Config).'
     for name, hlp in (('train', 'train a GAN (default: AttnGAN)'), ('train-damsm', 'pretrain DAMSM on a data set')):
         t = sub.add_parser(name, help=hlp, epilog=epilog, allow_abbrev=False)
@@ -198,8 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `attngan-edu` (console script) and `python -m attngan_edu.cli`"
-    from attngan_edu.train import DivergenceError, keep_freed_memory
+    import pickle
+    from attngan_edu.train import DivergenceError, RunLockedError, DeviceError, keep_freed_memory
     if os.environ.get('ATTNGAN_EDU_KEEP_FREED', '1') != '0': keep_freed_memory()   # see notebook 08, "Memory the CPU can reuse"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = '--debug' in argv or os.environ.get('ATTNGAN_EDU_DEBUG') == '1'     # tracebacks instead of one-line errors
+    argv = [a for a in argv if a != '--debug']
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     try:
@@ -209,9 +242,16 @@ def main(argv: list[str] | None = None) -> int:
         if rest: parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return {'data': cmd_data, 'sample': cmd_sample, 'evaluate': cmd_evaluate, 'compare': cmd_compare}[args.command](args)
     except DivergenceError as e:
+        if debug: raise
         print(f"attngan-edu: diverged: {e}", file=sys.stderr); return 3
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RunLockedError, DeviceError, pickle.UnpicklingError) as e:
+        if debug: raise
         print(f"attngan-edu {args.command}: error: {e}", file=sys.stderr); return 2
+    except OSError as e:                  # permissions, a full or read-only disk: name the file and the cause
+        if debug: raise
+        hint = {errno.ENOSPC: ' (the disk is full)', errno.EROFS: ' (the file system is read-only)',
+                errno.EACCES: ' (permission denied)'}.get(e.errno, '')
+        print(f"attngan-edu {args.command}: error: {e}{hint}; run again with --debug for the traceback", file=sys.stderr); return 2
 
 import builtins
 if __name__ == '__main__' and not getattr(builtins, '__IPYTHON__', False): sys.exit(main())   # python -m attngan_edu.cli (not in a notebook)

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 from PIL import Image
-from .text import tokenize, clean_caption, Vocab, atomic_write_text
+from .text import tokenize, clean_caption, Vocab, atomic_write_text, inside, UnsafePathError
 from .synbirds import PART_NAMES, SynBirdsTruth
 
 # %% ../nbs/02_data.ipynb #364d1a25
@@ -306,7 +306,7 @@ class TextImageDataset(CaptionedImages):
             if k in parsed['errors']: self._report_bad(k, parsed['errors'][k]); continue
             if k not in bboxes:
                 self._report_bad(k, f'{self.root/"CUB_200_2011"/"bounding_boxes.txt"}: no bounding box for {k!r} '
-                                    f'(or {k}.jpg absent from images.txt)', KeyError); continue
+                                    f'(or {k}.jpg absent from images.txt)'); continue     # ValueError: the CLI's one line
             if not path.is_file(): self._report_bad(k, f'{path}: image file not found', FileNotFoundError); continue
             if check_images:
                 try: Image.open(path).close()        # reads the header only: catches non-images, not truncation
@@ -322,6 +322,7 @@ class TextImageDataset(CaptionedImages):
         if not keys: raise ValueError(f'{path}: the {split!r} split is empty')
         bad = [k for k in keys if not isinstance(k, str) or '/' not in k]
         if bad: raise ValueError(f'{path}: keys must look like "class_dir/name", got {bad[0]!r}')
+        for k in keys: inside(self.root, k, f'{path}: key')            # a key never reads outside the data folder
         return keys
 
     def raw_captions(self, index) -> list:
@@ -431,6 +432,8 @@ def check_birds_layout(root, captions_per_image:int=10) -> LayoutReport:
         setattr(rep, f'n_{split}', len(keys))
         for k in keys:
             if not isinstance(k, str): rep.problems.append(f'{root/split/"filenames.pickle"}: key {k!r} is not a str'); continue
+            try: inside(root, k, f'{root/split/"filenames.pickle"}: key')
+            except UnsafePathError as e: rep.problems.append(str(e)); continue
             classes.add(k.split('/')[0])
             img = root/'CUB_200_2011'/'images'/f'{k}.jpg'
             if not img.is_file(): rep.problems.append(f'{img}: image file not found')
@@ -473,9 +476,19 @@ def _extract(archive, out, select) -> int:
         dst.write_bytes(read()); n += 1
     return n
 
-def prepare_cub(cub_archive, captions_archive, out) -> LayoutReport:
-    "Lay out CUB_200_2011.tgz and AttnGAN's birds caption archive (birds/text, birds/{train,test}/filenames.pickle) in `out`."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+def _check_members(archive):
+    "Every member name of an archive is a safe relative path: checked before anything is written"
+    for name, _ in _archive_files(archive):
+        if _safe_rel(name) is None: raise ValueError(f'{archive}: unsafe member path {name!r}; nothing was written')
+
+def prepare_cub(cub_archive, captions_archive, out, overwrite: bool = False) -> LayoutReport:
+    """Lay out CUB_200_2011.tgz and AttnGAN's birds caption archive (birds/text, birds/{train,test}/filenames.pickle) in `out`.
+    Both archives are checked before anything is written; a non-empty `out` is refused unless overwrite=True."""
+    out = Path(out)
+    _check_members(cub_archive); _check_members(captions_archive)
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(f'{out} is not empty: prepare-cub would write into it; choose an empty or new folder, or pass --overwrite')
+    out.mkdir(parents=True, exist_ok=True)
     def cub_sel(rel):
         if 'CUB_200_2011' not in rel.parts: return None
         return PurePosixPath(*rel.parts[rel.parts.index('CUB_200_2011'):])
@@ -497,6 +510,7 @@ def prepare_cub(cub_archive, captions_archive, out) -> LayoutReport:
     if not (out/'text').is_dir() and nested:          # captions shipped as an archive inside the archive
         with tempfile.TemporaryDirectory() as tmp:
             _extract(captions_archive, tmp, lambda rel: rel.name if str(rel) == nested[0] else None)
+            _check_members(Path(tmp)/PurePosixPath(nested[0]).name)
             def inner_sel(rel):
                 for d in ('text/', 'text_c10/'):
                     if d in str(rel) + '/' and str(rel).endswith('.txt'):

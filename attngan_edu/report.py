@@ -259,6 +259,9 @@ def load_report(path) -> dict:
     except json.JSONDecodeError as e: raise ValueError(f"{path}: not a JSON report: {e}") from None
     if not isinstance(rep, dict) or rep.get('format') != REPORT_FORMAT:
         raise ValueError(f"{path}: not an attngan_edu evaluation report (format {rep.get('format') if isinstance(rep, dict) else None!r})")
+    missing = [k for k in ('run', 'model', 'step', 'train_seconds', 'n_images', 'train_seed', 'r_precision') if k not in rep]
+    missing += [f'r_precision.{k}' for k in ('word', 'sentence') if k not in rep.get('r_precision', {})]
+    if missing: raise ValueError(f"{path}: an incomplete report, without {', '.join(missing)}: evaluate the run again")
     return rep
 
 def compare_runs(paths: list) -> str:

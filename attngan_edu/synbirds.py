@@ -359,11 +359,18 @@ def _make_one(job):
                 background=r['background'], perched=r['perched'], part_rgb=r['part_rgb'],
                 pose={k: (round(v, 4) if isinstance(v, float) else v) for k, v in r['pose'].items()})
 
-def make_synbirds(root, n_train:int, n_test:int, image_size:int=256, seed:int=0, workers:int|None=None) -> Path:
-    "Write SynBirds in AttnGAN's 'birds' layout under `root`, plus ground truth in root/synbirds/. Same seed, same bytes."
+def make_synbirds(root, n_train:int, n_test:int, image_size:int=256, seed:int=0, workers:int|None=None,
+                  overwrite:bool=False) -> Path:
+    """Write SynBirds in AttnGAN's 'birds' layout under `root`, plus ground truth in root/synbirds/. Same seed, same bytes.
+    A `root` that holds anything is refused unless overwrite=True: its own filenames.pickle, images.txt... would be replaced."""
     if n_train < 1 or n_test < 0: raise ValueError(f'n_train must be >= 1 and n_test >= 0, got {n_train}, {n_test}')
     if image_size < 32: raise ValueError(f'image_size must be >= 32, got {image_size}')
-    root = Path(root); root.mkdir(parents=True, exist_ok=True)
+    root = Path(root)
+    if root.exists() and not root.is_dir(): raise NotADirectoryError(f'{root} is a file, not a folder')
+    if not overwrite and root.is_dir() and any(root.iterdir()):
+        raise FileExistsError(f'{root} is not empty: SynBirds would replace its files (filenames.pickle, images.txt, ...); '
+                              f'choose an empty or new folder, or pass overwrite=True (--overwrite)')
+    root.mkdir(parents=True, exist_ok=True)
     keys = _synbirds_keys(n_train, n_test)
     jobs = [(root, i, sp, key, seed, image_size) for i, _, sp, key in keys]
     if workers is None: workers = 1 if len(jobs) < 200 else min(2, os.cpu_count() or 1)

@@ -1,6 +1,6 @@
 """Every `attngan-edu` command end to end on tiny data in a temporary folder (data synbirds, data prepare-cub,
 train-damsm, train, train --resume, sample, evaluate), and the command line's config errors."""
-import json, subprocess, sys, tarfile, time, zipfile
+import json, os, subprocess, sys, tarfile, time, zipfile
 from pathlib import Path
 import pytest
 import torch
@@ -69,6 +69,68 @@ def test_full_pipeline(work, capsys):
     assert all(0 <= m['r_precision'][k][0] <= 1 for k in ('word', 'sentence'))
     assert (run_dir / 'metrics.md').read_text().startswith('# Evaluation of `tiny`')
 
+
+def test_sample_is_reproducible_and_says_what_it_did(work, capsys):
+    run_dir = work / 'runs' / 'tiny'
+    if not (run_dir / 'checkpoint.pt').exists(): pytest.skip('needs test_full_pipeline')
+    long = 'this bird has a red crown black wings a white belly a short beak grey feet a long tail and small eyes too'
+    outs = []
+    for k in range(3):                                   # the tiny preset reads 12 words: the cut is seeded by --seed
+        code, out, err = run(capsys, 'sample', '--checkpoint', run_dir, '--caption', long, '--seed', 3, '--out', work / f'long{k}')
+        assert code == 0 and 'the model reads 12: kept (seed 3)' in err and f'long{k}.png' in out, err
+        outs.append((work / f'long{k}.png').read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+    code, _, err = run(capsys, 'sample', '--checkpoint', run_dir, '--caption', 'a red bird with a naïve café crown', '--out', work / 'na.png')
+    assert code == 0 and 'dropped' not in err                # letters beyond ASCII are dropped from a word, not the word
+    code, _, err = run(capsys, 'sample', '--checkpoint', run_dir, '--caption', 'a red bird 鳥', '--out', work / 'na.png')
+    assert code == 0 and 'dropped, as in training: 鳥' in err, err
+    code, _, err = run(capsys, 'sample', '--checkpoint', run_dir, '--n', 0)
+    assert code == 2 and '--n (images per caption) must be >= 1' in err
+
+
+def _one_line(err):
+    return len(err.strip().splitlines()) == 1 and 'Traceback' not in err
+
+
+def test_damaged_checkpoints_and_bad_arguments_are_one_named_line(work, capsys, tmp_path):
+    run_dir = work / 'runs' / 'tiny'
+    if not (run_dir / 'checkpoint.pt').exists(): pytest.skip('needs test_full_pipeline')
+    good = (run_dir / 'checkpoint.pt').read_bytes()
+    ck = torch.load(run_dir / 'checkpoint.pt', weights_only=True)
+    class Evil:
+        def __reduce__(self): return (print, ('pwned',))
+    bad = {'truncated': good[: len(good) // 2], 'random': bytes(range(256)) * 64}
+    for name, data in bad.items(): (tmp_path / f'{name}.pt').write_bytes(data)
+    torch.save({'format': 'something else'}, tmp_path / 'other.pt')
+    torch.save({k: v for k, v in ck.items() if k != 'damsm'}, tmp_path / 'no_damsm.pt')
+    torch.save(dict(ck, config=dict(ck['config'], ngf=ck['config']['ngf'] * 2)), tmp_path / 'mismatch.pt')
+    import pickle
+    (tmp_path / 'evil.pt').write_bytes(pickle.dumps(Evil()))
+    expect = {'truncated': 'cannot be read', 'random': 'cannot be read', 'evil': 'cannot be read', 'other': 'not an attngan_edu training checkpoint',
+              'no_damsm': 'without damsm', 'mismatch': 'do not fit its config'}
+    for name, message in expect.items():
+        code, out, err = run(capsys, 'sample', '--checkpoint', tmp_path / f'{name}.pt', '--out', tmp_path / 's.png')
+        assert code == 2 and message in err and _one_line(err) and 'weights_only=False' not in err and 'pwned' not in out, (name, err)
+    if not torch.cuda.is_available():
+        code, _, err = run(capsys, 'sample', '--checkpoint', run_dir, '--device', 'cuda', '--out', tmp_path / 's.png')
+        assert code == 2 and 'no CUDA GPU' in err and _one_line(err), err
+    code, _, err = run(capsys, 'evaluate', '--checkpoint', run_dir, '--draws', 0, '--judge', 'none')
+    assert code == 2 and '--draws' in err
+    code, _, err = run(capsys, 'compare', run_dir, '--out', tmp_path)
+    assert code == 2 and 'is a folder' in err
+    m = json.loads((run_dir / 'metrics.json').read_text()); del m['r_precision']
+    (tmp_path / 'metrics.json').write_text(json.dumps(m))
+    code, _, err = run(capsys, 'compare', tmp_path / 'metrics.json')
+    assert code == 2 and 'without r_precision' in err and _one_line(err), err
+    assert (run_dir / 'checkpoint.pt').read_bytes() == good
+
+
+def test_evaluate_prints_its_results_when_it_cannot_write_them(work, capsys, tmp_path):
+    run_dir = work / 'runs' / 'tiny'
+    if not (run_dir / 'checkpoint.pt').exists(): pytest.skip('needs test_full_pipeline')
+    (tmp_path / 'afile').write_text('x')          # a folder that cannot be made (root too cannot make it): the write fails
+    code, out, err = run(capsys, 'evaluate', '--checkpoint', run_dir, '--draws', 2, '--judge', 'none', '--out', tmp_path / 'afile' / 'sub')
+    assert code == 2 and 'R-prec' in out and '"r_precision"' in out and 'could not be written' in err and _one_line(err), err
 
 def test_evaluate_with_judge_and_compare(work, capsys):
     "evaluate --judge FILE (a judge trained briefly here) on two seeds, then compare the two reports"
@@ -203,3 +265,106 @@ def test_omp_wait_policy_follows_the_cpu_load():
         assert cli._cpu_busy(0.2) > 0.5 and policy() == 'PASSIVE'      # every core busy: threads must not spin
     finally:
         for p in spin: p.kill()
+
+
+@pytest.mark.parametrize('name', ['../victim', 'a/../../x', '/tmp/attngan-edu-abs-run'])
+def test_a_run_name_cannot_leave_out_dir(tmp_path, capsys, name):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run(capsys, 'train', '--preset', 'tiny', '--out_dir', tmp_path / 'runs', '--name', name)
+    assert code == 2 and 'must stay inside' in err and repr(name) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not Path('/tmp/attngan-edu-abs-run').exists()
+
+
+def test_a_run_folder_has_one_owner(tmp_path):
+    "Two real `attngan-edu train` processes on one run: the second is refused, naming the first's PID, and changes nothing"
+    env = dict(os.environ, OMP_NUM_THREADS='1', ATTNGAN_EDU_DATA=str(tmp_path / 'data'))
+    cmd = [sys.executable, '-m', 'attngan_edu.cli', 'train', '--preset', 'tiny', '--out_dir', str(tmp_path / 'runs'),
+           '--name', 'shared', '--max_steps', '100000', '--epochs', '0', '--checkpoint_every', '100000', '--sample_every', '0']
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / 'runs' / 'shared'
+    try:
+        for _ in range(600):                       # until the first process has started training (its log exists)
+            if (run_dir / 'log.jsonl').exists(): break
+            assert first.poll() is None, 'the first train ended early'
+            time.sleep(0.1)
+        mine = lambda: {n: (run_dir / n).read_bytes() for n in ('.lock', 'config.toml')}   # what a second owner would rewrite
+        before = mine()
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and f'in use by process {first.pid}' in second.stderr, second.stderr
+        assert mine() == before and before['.lock'].decode().strip() == str(first.pid)
+    finally:
+        first.kill(); first.wait()
+    from attngan_edu.train import RunLock                     # killed (-9 too): the kernel has dropped the lock
+    RunLock(run_dir).release()
+
+
+def test_os_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    (tmp_path / 'afile').write_text('not a folder')
+    args = ['train', '--preset', 'tiny', '--out_dir', tmp_path / 'afile', '--name', 'r']
+    code, _, err = run(capsys, *args)                     # refused before any data or DAMSM work
+    assert code == 2 and 'afile' in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'data').exists()
+    with pytest.raises(OSError): main([str(a) for a in args] + ['--debug'])
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--branch_num', '7'], 'branch_num must lie in [1, 3], got 7'),
+    (['--lr_g', '-1e-4'], 'lr_g must lie in [0, 1]'),
+    (['--gamma1', '0'], 'gamma1 must be > 0'),
+    (['--synbirds_size', '8'], 'synbirds_size must lie in [32, 1024]'),
+    (['--base_size', '512', '--branch_num', '3'], 'the last stage would be 2048 px'),
+])
+def test_ranges_are_checked_before_any_data(tmp_path, capsys, argv, message):
+    code, _, err = run(capsys, 'train', '--preset', 'tiny', '--out_dir', tmp_path / 'runs', *argv)
+    assert code == 2 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_refuses_other_data_and_keeps_the_checkpoint(tmp_path, capsys):
+    base = ['train', '--preset', 'tiny', '--out_dir', tmp_path / 'runs', '--name', 'r']
+    assert run(capsys, *base)[0] == 0
+    ckpt = tmp_path / 'runs' / 'r' / 'checkpoint.pt'
+    before = ckpt.read_bytes()
+    code, _, err = run(capsys, *base, '--resume', '--synbirds_n_train', '48', '--max_steps', '12')
+    assert code == 2 and 'synbirds_n_train 32 -> 48' in err and 'another --name' in err, err
+    assert ckpt.read_bytes() == before
+    from attngan_edu.train import check_resume, load_checkpoint
+    from attngan_edu.config import make_config
+    from attngan_edu.text import Vocab
+    c = load_checkpoint(ckpt)
+    with pytest.raises(ValueError, match="vocabulary"):
+        check_resume(make_config(overrides=c['config']), c, ckpt, Vocab(['<pad>', '<unk>', 'bird']))
+
+
+def test_small_things_are_said_or_cleaned(tmp_path, capsys):
+    (tmp_path / 'bin.toml').write_bytes(bytes(range(256)))
+    code, _, err = run(capsys, 'train', '--config', tmp_path / 'bin.toml', '--out_dir', tmp_path / 'runs')
+    assert code == 2 and 'bin.toml' in err and 'not UTF-8' in err, err
+    (tmp_path / 'full').mkdir(); (tmp_path / 'full' / 'mine.txt').write_text('keep me')
+    code, _, err = run(capsys, 'data', 'synbirds', '--out', tmp_path / 'full', '--n-train', 4, '--n-test', 2, '--size', 64)
+    assert code == 2 and 'not empty' in err and '--overwrite' in err
+    assert [p.name for p in (tmp_path / 'full').iterdir()] == ['mine.txt']
+    run_dir = tmp_path / 'runs' / 'r'; run_dir.mkdir(parents=True)
+    (run_dir / '.checkpoint.pt.abc123.tmp').write_bytes(b'half a checkpoint')   # what a kill during a save leaves
+    code, _, err = run(capsys, 'train', '--preset', 'tiny', '--out_dir', tmp_path / 'runs', '--name', 'r', '--max_steps', 2)
+    assert code == 0, err
+    assert not list(run_dir.glob('.checkpoint.pt.*.tmp')) and (run_dir / 'checkpoint.pt').is_file()
+
+
+def test_a_full_disk_is_named_and_leaves_no_half_written_file(tmp_path, capsys):
+    disk = tmp_path / 'small'; disk.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=160k', 'tmpfs', str(disk)], capture_output=True).returncode:
+        pytest.skip('cannot mount a small tmpfs here (needs root and mount rights)')
+    try:
+        code, out, err = run(capsys, 'train', '--preset', 'tiny', '--out_dir', disk, '--name', 'r', '--data_dir', tmp_path / 'data',
+                             '--max_steps', 6, '--checkpoint_every', 3, '--sample_every', 0)
+        assert code == 2 and 'cannot write checkpoint' in err and 'the disk is full' in err and _one_line(err), err
+        assert not list((disk / 'r').glob('.checkpoint.pt.*.tmp'))           # the half-written file is gone
+    finally: subprocess.run(['umount', str(disk)])
+
+
+def test_sample_says_when_a_model_has_no_attention(tmp_path, capsys):
+    code, _, err = run(capsys, 'train', '--preset', 'tiny', '--model', 'stackganpp', '--out_dir', tmp_path, '--name', 'pp', '--max_steps', 2)
+    assert code == 0, err
+    code, out, err = run(capsys, 'sample', '--checkpoint', tmp_path / 'pp', '--out', tmp_path / 's', '--attention', tmp_path / 'a.png')
+    assert code == 0 and 'no attention figure: a stackganpp model has no word attention' in err and not (tmp_path / 'a.png').exists()

@@ -181,7 +181,7 @@ def test_bad_data_errors_name_the_file(cub):
     bb = cub/'CUB_200_2011/bounding_boxes.txt'
     img_id = next(l.split()[0] for l in (cub/'CUB_200_2011/images.txt').read_text().splitlines() if k2 in l)
     bb.write_text('\n'.join(l for l in bb.read_text().splitlines() if l.split()[0] != img_id) + '\n')
-    with pytest.raises(KeyError, match=k2): TextImageDataset(cub, 'train')
+    with pytest.raises(ValueError, match=k2): TextImageDataset(cub, 'train')
 
 def test_skip_bad(cub):
     k0, k1, k2, _ = _train_keys(cub)
@@ -244,7 +244,8 @@ def test_coco(tmp_path):
 def _tar_add(t, name, data):
     info = tarfile.TarInfo(name); info.size = len(data); t.addfile(info, io.BytesIO(data))
 
-def test_prepare_cub(tmp_path):
+def _cub_archives(tmp_path):
+    "A CUB_200_2011.tgz and an AttnGAN birds caption zip made from the hand-built fixture -> (tgz, zip)"
     src = make_cub_fixture(tmp_path/'src')
     cub_tgz = tmp_path/'CUB_200_2011.tgz'
     with tarfile.open(cub_tgz, 'w:gz') as t:
@@ -257,6 +258,11 @@ def test_prepare_cub(tmp_path):
             rel = p.relative_to(src)
             if p.is_file() and rel.parts[0] in ('text', 'train', 'test'): z.write(p, f'birds/{rel}')
         z.writestr('birds/train/char-CNN-RNN-embeddings.pickle', b'ignored')
+    return cub_tgz, caps_zip
+
+
+def test_prepare_cub(tmp_path):
+    cub_tgz, caps_zip = _cub_archives(tmp_path)
     rep = prepare_cub(cub_tgz, caps_zip, tmp_path/'out')
     assert rep.ok, str(rep)
     assert (rep.n_images, rep.n_classes, rep.n_train, rep.n_test) == (6, 2, 4, 2)
@@ -285,3 +291,29 @@ def test_cache_images_gives_the_same_items(cub):
             torch.manual_seed(rnd * 100 + i); b = cached.get(i, cap_idx=0)
             assert all(torch.equal(x, y) for x, y in zip(a['imgs'], b['imgs']))
     assert len(cached._images) == len(plain) and plain._images is None
+
+
+@pytest.mark.parametrize('key', ['../outside/x', '001.A/../../../etc/passwd', '/etc/passwd'])
+def test_a_data_key_cannot_leave_the_data_folder(cub, key):
+    (cub/'train/filenames.pickle').write_bytes(pickle.dumps(_train_keys(cub) + [key], protocol=2))
+    with pytest.raises(ValueError, match="must stay inside"): TextImageDataset(cub, 'train')
+
+
+def test_prepare_cub_writes_nothing_before_it_refuses_an_archive(tmp_path):
+    "A safe member first, then an unsafe one: the check comes before any write (the old code wrote the first)"
+    evil = tmp_path/'evil.tgz'
+    with tarfile.open(evil, 'w:gz') as t:
+        _tar_add(t, 'CUB_200_2011/images.txt', b'1 x.jpg\n'); _tar_add(t, '../escape.txt', b'x')
+    with pytest.raises(ValueError, match='unsafe member path'): prepare_cub(evil, evil, tmp_path/'out')
+    assert not (tmp_path/'out').exists() and not (tmp_path/'escape.txt').exists()
+
+
+def test_data_writers_refuse_a_folder_that_is_not_empty(cub, tmp_path):
+    from attngan_edu.synbirds import make_synbirds
+    hashes = lambda root: {p: p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
+    before = hashes(cub)
+    with pytest.raises(FileExistsError, match='not empty'): make_synbirds(cub, 4, 2, 64)
+    cub_tgz, caps_zip = _cub_archives(tmp_path)
+    with pytest.raises(FileExistsError, match='not empty'): prepare_cub(cub_tgz, caps_zip, cub)
+    assert hashes(cub) == before
+    assert prepare_cub(cub_tgz, caps_zip, cub, overwrite=True).ok                  # when told to
