@@ -10,7 +10,7 @@ TORCH_GPU ?= torch
 TORCH   ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo '$(TORCH_GPU)' || echo '$(TORCH_CPU)')
 PRESET  ?= synbirds-cpu
 
-.PHONY: setup run test export-check nbtest pytest clean-nbs browser course
+.PHONY: setup run test export-check nbtest pytest clean-nbs browser course gpu-check
 setup: $(VENV)/.done
 $(VENV)/.done: setup.py settings.ini
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -74,3 +74,17 @@ $(COURSE_DIR)/%/metrics.json: $(COURSE_DAMSM)
 $(COURSE_DAMSM): | $(VENV)/.done
 	OMP_NUM_THREADS=2 $(BIN)/python -c "from attngan_edu.judge import get_judge; get_judge()"
 	OMP_NUM_THREADS=2 $(BIN)/attngan-edu train-damsm --preset synbirds-cpu --out $@
+
+# The GPU path in one command (bench/gpu_check.py, bench/README.md "On a GPU"): environment, a CPU-vs-CUDA training
+# step, a short real run with kill and --resume, evaluate, and throughput with FLOPs -> gpu_check.json and .md in bench/.
+# Where there is no virtualenv (a lent GPU machine with torch installed): make gpu-check PY=python3 WHEELS=<folder of
+# wheels of what that python lacks>. DEVICE=cpu runs every part with tiny sizes (what tests/test_gpu_check.py does).
+DEVICE ?= cuda
+WHEELS ?=
+GPU_CHECK_PY = $(if $(WHEELS),$(PY),$(BIN)/python)
+gpu-check: $(if $(WHEELS),,setup)
+	@site=$$(mktemp -d); status=0; \
+	if [ -n "$(WHEELS)" ]; then $(PY) -m pip install -q --no-index --no-deps --no-compile --target $$site $(WHEELS)/*.whl \
+	  || { rm -rf $$site; exit 1; }; fi; \
+	PYTHONPATH=$$site:$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_CHECK_PY) bench/gpu_check.py --device $(DEVICE) \
+	  --out bench/gpu_check.json --md bench/gpu_check.md || status=$$?; rm -rf $$site; exit $$status
