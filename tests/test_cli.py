@@ -368,3 +368,14 @@ def test_sample_says_when_a_model_has_no_attention(tmp_path, capsys):
     assert code == 0, err
     code, out, err = run(capsys, 'sample', '--checkpoint', tmp_path / 'pp', '--out', tmp_path / 's', '--attention', tmp_path / 'a.png')
     assert code == 0 and 'no attention figure: a stackganpp model has no word attention' in err and not (tmp_path / 'a.png').exists()
+
+
+def test_a_read_only_disk_is_named(tmp_path, capsys):
+    disk = tmp_path / 'ro'; disk.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m,ro', 'tmpfs', str(disk)], capture_output=True).returncode:
+        pytest.skip('cannot mount a read-only tmpfs here (needs root and mount rights)')
+    try:
+        code, _, err = run(capsys, 'train', '--preset', 'tiny', '--out_dir', disk, '--name', 'r', '--data_dir', tmp_path / 'data')
+        assert code == 2 and 'read-only' in err and str(disk) in err and _one_line(err), err
+        assert not (tmp_path / 'data').exists()                   # refused before any data was built
+    finally: subprocess.run(['umount', str(disk)])
