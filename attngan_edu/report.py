@@ -92,7 +92,7 @@ def evaluate_run(checkpoint, n: int = 0, seed: int = 0, batch_size: int = 32, dr
     judge: 'auto' (the standard `get_judge()` for SynBirds runs), None, or a SynBirdsJudge; inception: an Inception-v3
     module (`load_inception_v3`) for IS and FID on any data set. R-precision scores every pair against every caption,
     a cost that grows with the square: above `r_pairs` pairs it uses a random (seeded) subset of that many."""
-    from attngan_edu.cli import load_run
+    from attngan_edu.train import load_run
     from attngan_edu.train import sample, dataset_root, make_dataset
     from attngan_edu.damsm import pair_scores, r_precision, pointing_game
     from attngan_edu.judge import to_uint8, get_judge, judge_predict, judge_inception_score, judge_fid, attribute_accuracy, load_judge_data
@@ -319,7 +319,7 @@ def compare_samples(run_dirs: list, n: int = 8, real: bool = True, size: float =
     """One row per run: its EMA generator's last stage for the run's fixed test captions and noise (the same for runs
     trained with the same seed and data), and a first row of the real test images those captions describe -> Figure"""
     import matplotlib.pyplot as plt, textwrap
-    from attngan_edu.cli import load_run
+    from attngan_edu.train import load_run
     from attngan_edu.train import sample, dataset_root, make_dataset, fixed_sample_indices
     rows, captions = [], None
     for d in run_dirs:

@@ -11,7 +11,8 @@ __all__ = ['LOSS_NAMES', 'CKPT_FORMAT', 'RESUME_FIXED', 'DeviceError', 'resolve_
            'g_adv_losses', 'TrainState', 'adam', 'batch_to', 'train_step', 'dataset_root', 'make_dataset',
            'damsm_config', 'damsm_cache_path', 'get_damsm', 'fixed_sample_indices', 'fixed_sample_inputs', 'sample',
            'sample_grid', 'gather_rng_states', 'checkpoint_dict', 'check_checkpoint', 'check_resume',
-           'damsm_from_checkpoint', 'restore', 'RunLockedError', 'RunLock', 'write_figures', 'TrainResult', 'train']
+           'damsm_from_checkpoint', 'load_run', 'restore', 'RunLockedError', 'RunLock', 'write_figures', 'TrainResult',
+           'train']
 
 # %% ../nbs/08_train.ipynb #91ec8370
 import copy, ctypes, hashlib, json, os, platform, random, time
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
-from .config import Config, ConfigError, save_config, validate
+from .config import Config, ConfigError, save_config, validate, check_value
 from .ca import kl_divergence
 from .attention import padding_mask
 from .attngan import (AttnGANConfig, AttnGANGenerator, make_discriminators, discriminator_loss, generator_loss, spectral_normalize,
@@ -559,6 +560,22 @@ def damsm_from_checkpoint(ckpt: dict, device: torch.device):
     try: model.text_enc.load_state_dict(d['text_enc']); model.img_enc.load_state_dict(d['img_enc'])
     except RuntimeError as e: raise CheckpointError(f"its DAMSM weights do not fit the DAMSM config stored beside them ({str(e).splitlines()[0][:200]})") from None
     return model.to(device).freeze(), Vocab(d['itos'])
+
+def load_run(checkpoint: str | Path, device: str = 'auto'):
+    "(cfg, G_ema, DAMSM, vocab, ckpt, device) rebuilt from a training checkpoint alone: what sample, evaluate and the explorer use"
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir(): checkpoint = checkpoint / 'checkpoint.pt'
+    ckpt = check_checkpoint(load_checkpoint(checkpoint), checkpoint)
+    cfg = validate(Config(**{k: check_value(k, v, f'{checkpoint} config') for k, v in ckpt['config'].items()}))
+    dev = resolve_device(device)
+    G, _ = build_gan(cfg)
+    try: G.load_state_dict(ckpt['G_ema'])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{checkpoint}: its generator weights do not fit its config ({str(e).splitlines()[0][:200]})") from None
+    G = G.to(dev).eval()
+    if cfg.model == 'stackgan': set_stackgan_phase(cfg, [G], max(ckpt['step'] - 1, 0), ckpt['step'])   # the phase it ended in
+    damsm, vocab = damsm_from_checkpoint(ckpt, dev)
+    return cfg, G, damsm, vocab, ckpt, dev
 
 def restore(s: TrainState, ckpt: dict, path):
     "Load weights, EMA, optimisers and scalers from a checkpoint dict; errors name the part that does not fit"

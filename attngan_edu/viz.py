@@ -28,7 +28,7 @@ from .synbirds import PART_NAMES
 from .damsm import region_context, mention_positions
 from .config import make_config, load_config
 from .train import train, dataset_root, make_dataset
-from .cli import load_run
+from .train import load_run
 
 # %% ../nbs/10_explorer.ipynb #8726426c
 DEFAULT_CAPTION = 'this bird has a red crown, black wings and a white belly'
