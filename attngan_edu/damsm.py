@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['region_context', 'cosine_sim', 'length_mask', 'word_match_scores', 'sentence_match_scores', 'matching_losses',
            'DAMSMLosses', 'damsm_loss', 'InceptionImageEncoder', 'DAMSMConfig', 'make_image_encoder', 'DAMSM',
-           'save_damsm', 'load_damsm', 'pretrain_damsm', 'damsm_features', 'pair_scores', 'r_precision', 'point_hits',
-           'mention_positions', 'pointing_game', 'evaluate_damsm', 'plot_word_attention']
+           'save_damsm', 'load_damsm', 'pretrain_damsm', 'damsm_features', 'word_match_all', 'pair_scores',
+           'r_precision', 'point_hits', 'mention_positions', 'pointing_game', 'evaluate_damsm', 'plot_word_attention']
 
 # %% ../nbs/07_damsm.ipynb #de244794
 import json, math, os, tempfile, time
@@ -335,13 +335,27 @@ def damsm_features(model: 'DAMSM', ds, batch_size: int = 64, device: str | torch
         for k, x in got.items(): parts.setdefault(k, []).append(x.cpu() if isinstance(x, Tensor) else x)
     return {k: (torch.cat(x) if isinstance(x[0], Tensor) else sum(x, [])) for k, x in parts.items()}
 
+def word_match_all(e: Tensor, v: Tensor, lengths: Tensor, gamma1: float = 4.0, gamma2: float = 5.0) -> Tensor:
+    """word_match_scores for all pairs, without forming the context vectors c: since c_i = sum_r alpha_ir v_r,
+    c_i . e_i = sum_r alpha_ir s_ir and |c_i|^2 = alpha_i^T (V^T V) alpha_i. e (Bc, D, T), v (Bi, D, R) -> (Bi, Bc)"""
+    if v.dim() == 4: v = v.flatten(2)
+    (Bc, D, T), (Bi, _, R) = e.shape, v.shape
+    pad = ~length_mask(lengths.to(e.device), T)[:, :, None, None]             # (Bc, T, 1, 1)
+    s = (e.transpose(1, 2).reshape(Bc * T, D) @ v.permute(1, 0, 2).reshape(D, Bi * R)).view(Bc, T, Bi, R)   # eq. 7
+    alpha = (gamma1 * s.masked_fill(pad, float('-inf')).softmax(dim=1)).softmax(dim=-1).masked_fill(pad, 0.)  # eqs. 8-9
+    dot = (alpha * s).sum(-1)                                                 # c_i . e_i   (Bc, T, Bi)
+    a = alpha.permute(2, 0, 1, 3).reshape(Bi, Bc * T, R)
+    c2 = ((a @ (v.transpose(1, 2) @ v)) * a).sum(-1).view(Bi, Bc, T).permute(1, 2, 0)   # |c_i|^2
+    r = dot / (c2.clamp_min(0).sqrt() * e.norm(dim=1)[:, :, None]).clamp_min(1e-8)        # R(c_i, e_i)
+    return ((gamma2 * r).masked_fill(pad[..., 0], float('-inf')).logsumexp(dim=1) / gamma2).T   # eq. 10
+
 @torch.no_grad()
-def pair_scores(enc: dict, gamma1: float = 4.0, gamma2: float = 5.0, level: str = 'word', chunk: int = 8) -> Tensor:
+def pair_scores(enc: dict, gamma1: float = 4.0, gamma2: float = 5.0, level: str = 'word', chunk: int = 16) -> Tensor:
     "R(Q_i, D_j) for every image i and caption j of `damsm_features` output -> (N, N); level 'word' (eq. 10) or 'sentence' (eq. 13)"
     if level == 'sentence': return sentence_match_scores(enc['v_bar'], enc['sent_emb'])
     if level != 'word': raise ValueError(f"pair_scores: level must be 'word' or 'sentence', got {level!r}")
-    return torch.cat([word_match_scores(enc['words_emb'], enc['v'][i:i + chunk], enc['cap_len'], gamma1, gamma2)
-                      for i in range(0, len(enc['v']), chunk)])   # chunks of images bound the (chunk, N, T, R) attention
+    return torch.cat([word_match_all(enc['words_emb'], enc['v'][i:i + chunk], enc['cap_len'], gamma1, gamma2)
+                      for i in range(0, len(enc['v']), chunk)])   # chunks of images bound the (N, T, chunk, R) attention
 
 def r_precision(scores: Tensor, n_candidates: int = 100, n_draws: int = 10, seed: int = 0,
                 class_ids: Tensor | None = None) -> tuple[float, float, Tensor]:

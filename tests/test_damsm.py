@@ -364,3 +364,13 @@ def test_pointing_game_end_to_end_by_hand():
     assert by[('crown', 'part')]['chance'] == pytest.approx(0.25) and by[('crown', 'part')]['area'] == pytest.approx(16 / 1024)
     with pytest.raises(ValueError, match='with_truth'):
         pointing_game({k: x for k, x in enc.items() if k != 'masks'}, truth, vocab)
+
+
+def test_word_match_all_is_eq_10_for_every_pair():
+    "The all-pairs form (no context vectors: c.e = sum_r alpha s, |c|^2 = alpha^T V^T V alpha) equals the direct one"
+    from attngan_edu.damsm import word_match_all, word_match_scores, pair_scores
+    g = torch.Generator().manual_seed(1)
+    e, v, L = torch.randn(30, 8, 10, generator=g), torch.randn(20, 8, 3, 5, generator=g), torch.randint(1, 11, (30,), generator=g)
+    torch.testing.assert_close(word_match_all(e, v, L, 5.0, 3.0), word_match_scores(e, v, L, 5.0, 3.0), rtol=1e-5, atol=1e-5)
+    enc = dict(words_emb=e[:20], v=v, cap_len=L[:20])
+    torch.testing.assert_close(pair_scores(enc, 5.0, 3.0, chunk=3), word_match_scores(e[:20], v, L[:20], 5.0, 3.0), rtol=1e-5, atol=1e-5)
