@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from attngan_edu.config import make_config, load_config
-from attngan_edu import train as T
+from attngan_edu import train as T, objective
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def test_divergence_guard_names_step_and_checkpoint(env, monkeypatch):
         calls['n'] += 1
         loss = real(*a, **kw)
         return loss * float('nan') if calls['n'] == 5 else loss
-    monkeypatch.setattr(T, 'g_adv_losses', poisoned)
+    monkeypatch.setattr(objective, 'g_adv_losses', poisoned)        # train_step looks it up in its module
     cfg = tiny(env, 'nan', max_steps=8, checkpoint_every=3, print_every=2, sample_every=0)
     with pytest.raises(T.DivergenceError) as e:
         T.train(cfg)
@@ -128,7 +128,7 @@ def test_divergence_guard_names_step_and_checkpoint(env, monkeypatch):
 
 
 def test_divergence_before_any_checkpoint(env, monkeypatch):
-    monkeypatch.setattr(T, 'g_adv_losses', lambda *a, **kw: torch.tensor(float('inf')))
+    monkeypatch.setattr(objective, 'g_adv_losses', lambda *a, **kw: torch.tensor(float('inf')))
     with pytest.raises(T.DivergenceError, match='non-finite loss at step 1 .*none yet'):
         T.train(tiny(env, 'inf', max_steps=4, checkpoint_every=3, print_every=2, sample_every=0))
 
