@@ -87,6 +87,8 @@ def cmd_train_damsm(args, overrides: dict) -> int:
     from attngan_edu.train import dataset_root, make_dataset, damsm_config, damsm_cache_path, resolve_device
     from attngan_edu.damsm import pretrain_damsm, save_damsm
     cfg = make_config(args.preset, args.config, overrides)
+    if args.out and Path(args.out).exists() and not args.overwrite:    # before any data or training
+        raise FileExistsError(f"train-damsm: --out {args.out} exists; pass --overwrite to replace it, or choose another file")
     if cfg.threads: torch.set_num_threads(cfg.threads)
     root = dataset_root(cfg)
     vocab = make_dataset(cfg, root, 'train').vocab
@@ -186,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument('--preset', choices=sorted(PRESETS), help='starting config')
         t.add_argument('--config', help='a TOML file of key = value lines, applied after the preset')
         if name == 'train': t.add_argument('--resume', action='store_true', help='continue out_dir/name from its checkpoint.pt')
-        else: t.add_argument('--out', help='where to save the DAMSM (default: the cache path train would use)')
+        else:
+            t.add_argument('--out', help='where to save the DAMSM (default: the cache path train would use)')
+            t.add_argument('--overwrite', action='store_true', help='replace an existing --out file')
     s = sub.add_parser('sample', help='generate images from captions with a trained run', allow_abbrev=False)
     s.add_argument('--checkpoint', required=True, help='a checkpoint.pt or its run folder')
     s.add_argument('--caption', action='append', help='a caption (repeatable); default: the run\'s fixed sample captions')

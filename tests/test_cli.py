@@ -379,3 +379,10 @@ def test_a_read_only_disk_is_named(tmp_path, capsys):
         assert code == 2 and 'read-only' in err and str(disk) in err and _one_line(err), err
         assert not (tmp_path / 'data').exists()                   # refused before any data was built
     finally: subprocess.run(['umount', str(disk)])
+
+
+def test_train_damsm_does_not_overwrite_a_file_unasked(tmp_path, capsys):
+    (tmp_path / 'd.safetensors').write_bytes(b'mine')
+    code, _, err = run(capsys, 'train-damsm', '--preset', 'tiny', '--out', tmp_path / 'd.safetensors', '--data_dir', tmp_path / 'data')
+    assert code == 2 and '--overwrite' in err and (tmp_path / 'd.safetensors').read_bytes() == b'mine'
+    assert not (tmp_path / 'data').exists()                                         # refused before any work
