@@ -102,11 +102,15 @@ def cmd_train_damsm(args, overrides: dict) -> int:
     print(f"use it with: attngan-edu train ... --damsm_path {out}")
     return 0
 
+def _png(path: str) -> Path:
+    "The file matplotlib writes for `path`: with .png added when it has no extension (so we can say its name)"
+    return Path(path if Path(path).suffix else path + '.png')
+
 def cmd_sample(args) -> int:
     from attngan_edu.train import sample, sample_grid, load_run
     from attngan_edu.attngan import plot_stage_attention
     if args.n < 1: raise ValueError(f"sample: --n (images per caption) must be >= 1, got {args.n}")
-    out = Path(args.out if Path(args.out).suffix else args.out + '.png')    # matplotlib would add .png: say so up front
+    out = _png(args.out)
     cfg, G, damsm, vocab, ckpt, dev = load_run(args.checkpoint, args.device)
     if args.caption:
         note = lambda msg: print(f"note: {msg}", file=sys.stderr)
@@ -126,7 +130,7 @@ def cmd_sample(args) -> int:
               + " has no word attention", file=sys.stderr)
     elif args.attention:
         words = vocab.decode(caption[0].tolist())[: int(cap_len[0])]
-        att_out = Path(args.attention if Path(args.attention).suffix else args.attention + '.png')
+        att_out = _png(args.attention)
         plot_stage_attention(fake_imgs, att_maps, words, idx=0, title=' '.join(words)).savefig(att_out, dpi=100)
         print(f"attention of the first sample -> {att_out}")
     return 0

@@ -91,7 +91,7 @@ class Config:
 
 CHOICES = dict(dataset=('synbirds', 'birds', 'coco'), model=('attngan', 'stackgan', 'stackganpp'),
                precision=('auto', 'fp32', 'bf16', 'fp16'), damsm_image_encoder=('cnn', 'inception'),
-               weighting=('paper', 'reference'), gan_loss=('bce', 'hinge'))
+               weighting=('paper', 'reference'), gan_loss=('bce', 'hinge'), damsm_cnn_stride=(8, 16))
 
 # %% ../nbs/08_train.ipynb #f80643e6
 PRESETS = {
@@ -256,7 +256,6 @@ def validate(cfg: Config) -> Config:
                           f"(base_size {cfg.base_size} x 2^(branch_num - 1)); at most 1024")
     if cfg.epochs == 0 and cfg.max_steps == 0: raise ConfigError("config: set epochs or max_steps > 0")
     if cfg.base_size % 16: raise ConfigError(f"config: base_size must be a multiple of 16, got {cfg.base_size}")
-    if cfg.damsm_cnn_stride not in (8, 16): raise ConfigError(f"config: damsm_cnn_stride must be 8 or 16, got {cfg.damsm_cnn_stride}")
     if cfg.model == 'attngan' and (cfg.base_size < 32 or cfg.base_size & (cfg.base_size - 1)):
         raise ConfigError(f"config: base_size must be a power of 2 >= 32 for model 'attngan' (its first stage grows 4x4 by "
                           f"doublings), got {cfg.base_size}")

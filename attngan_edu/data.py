@@ -442,10 +442,10 @@ def check_birds_layout(root, captions_per_image:int=10) -> LayoutReport:
 
 # %% ../nbs/A2_safe_io.ipynb #a287e571
 def _safe_rel(name) -> PurePosixPath|None:
-    "An archive member name as a relative path, or None if it is absolute or climbs out with '..'."
-    p = PurePosixPath(name.replace('\\', '/'))
-    if p.is_absolute() or '..' in p.parts or not p.parts: return None
-    return p
+    "An archive member name as a relative path, or None if it is absolute or climbs out with '..' (notebook 01's `inside`)."
+    try: inside('.', name, 'archive member')
+    except UnsafePathError: return None
+    return PurePosixPath(name.replace('\\', '/'))
 
 def _archive_files(archive):
     "Yield (member name, read() callable) for the regular files of a zip or tar archive (links and devices skipped)."

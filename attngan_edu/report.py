@@ -92,8 +92,7 @@ def evaluate_run(checkpoint, n: int = 0, seed: int = 0, batch_size: int = 32, dr
     judge: 'auto' (the standard `get_judge()` for SynBirds runs), None, or a SynBirdsJudge; inception: an Inception-v3
     module (`load_inception_v3`) for IS and FID on any data set. R-precision scores every pair against every caption,
     a cost that grows with the square: above `r_pairs` pairs it uses a random (seeded) subset of that many."""
-    from attngan_edu.train import load_run
-    from attngan_edu.train import sample, dataset_root, make_dataset
+    from attngan_edu.train import load_run, sample, dataset_root, make_dataset
     from attngan_edu.damsm import pair_scores, r_precision, pointing_game
     from attngan_edu.judge import to_uint8, get_judge, judge_predict, judge_inception_score, judge_fid, attribute_accuracy, load_judge_data
     from attngan_edu.metrics import inception_features, inception_score, fid_from_features
@@ -153,10 +152,10 @@ def evaluate_run(checkpoint, n: int = 0, seed: int = 0, batch_size: int = 32, dr
     for level in ('word', 'sentence'):
         rep['r_precision'][level] = rp(pair_scores(enc, dc.gamma1, dc.gamma2, level))                  # generated images
         rep['r_precision'][f'real_{level}'] = rp(pair_scores(enc_real, dc.gamma1, dc.gamma2, level))   # the real test images
+    first = [got['image'].index(i) for i in sorted(set(got['image']))]                   # each real test image once
     if truth is not None:               # the ceiling: a scorer that knows every image's true attributes
         attrs = [truth.attributes(k_) for k_ in got['key']]
-        once = torch.tensor([got['image'].index(i) for i in sorted(set(got['image']))])   # each test image once
-        for name, ref in (('oracle', once), ('oracle_agreement', False)):
+        for name, ref in (('oracle', torch.tensor(first)), ('oracle_agreement', False)):
             scores = oracle_scores(attrs, got['mentions'], reference=ref)
             rep['r_precision'][name] = rp(scores[sub][:, sub])
         enc_point = dict(v=cat['v_real'], words_emb=cat['words_emb'], cap_len=cat['cap_len'], caption=cat['caption'],
@@ -164,7 +163,6 @@ def evaluate_run(checkpoint, n: int = 0, seed: int = 0, batch_size: int = 32, dr
         rep['damsm_pointing'] = {r['words']: dict(n=r['n'], hit=round(r['hit'], 4), chance=round(r['chance'], 4))
                                  for r in pointing_game(enc_point, truth, vocab, dc.gamma1) if r['part'] == 'all'}
     # --- the SynBirds judge ---
-    first = [got['image'].index(i) for i in sorted(set(got['image']))]                   # each real test image once
     if judge is not None:
         real_train = load_judge_data(root, 'train', size=rep['image_size'], with_parts=False)['imgs']
         # each real image against the caption of the next pair that shows another image: what a text-blind generator scores
