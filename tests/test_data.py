@@ -282,7 +282,7 @@ def test_prepare_cub_refuses_path_traversal(tmp_path):
 
 
 def test_cache_images_gives_the_same_items(cub):
-    "cache_images keeps each decoded image after its first read; items are the same, random crops included"
+    "cache_images keeps each decoded (and resized) image after its first read; items are the same, random crops included"
     plain = TextImageDataset(cub, 'train', base_size=16, branch_num=2, words_num=6)
     cached = TextImageDataset(cub, 'train', base_size=16, branch_num=2, words_num=6, cache_images=True)
     for rnd in range(2):                                                  # the second pass reads from memory
@@ -290,7 +290,8 @@ def test_cache_images_gives_the_same_items(cub):
             torch.manual_seed(rnd * 100 + i); a = plain.get(i, cap_idx=0)
             torch.manual_seed(rnd * 100 + i); b = cached.get(i, cap_idx=0)
             assert all(torch.equal(x, y) for x, y in zip(a['imgs'], b['imgs']))
-    assert len(cached._images) == len(plain) and plain._images is None
+    decoded = [k for k in cached._images if isinstance(k, int)]                 # (index, size) keys hold the resized copies
+    assert len(decoded) == len(plain) and len(cached._images) == 2 * len(plain) and plain._images is None
 
 
 @pytest.mark.parametrize('key', ['../outside/x', '001.A/../../../etc/passwd', '/etc/passwd'])
