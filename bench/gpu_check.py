@@ -1,7 +1,7 @@
 """Prove the CUDA path in one command: environment, CPU-vs-CUDA equivalence of a training step, throughput at the
 paper's widths, and a short real training run with a kill and --resume, then `attngan-edu evaluate` on the device.
 
-  python bench/gpu_check.py                    # on a GPU machine (all parts within --budget, 480 s)
+  python bench/gpu_check.py                    # on a GPU machine (all parts within --budget, 360 s)
   python bench/gpu_check.py --device cpu       # the same parts with tiny sizes: what CI runs (tests/test_gpu_check.py)
 
 Each part runs in its own process with its own time cap, so one hang cannot eat the budget; the JSON (--out, default
@@ -85,7 +85,7 @@ def part_throughput(device: str) -> dict:
     if device == 'cpu': variants = variants[:1]        # bf16 and compile on a CPU are not what this checks
     rows = []
     for name, extra in variants:
-        cmd = [PY, str(ROOT / 'bench' / 'train_step.py'), '--device', device, '--flops', '--json', '--warmup', '3', '--steps', '8', *size, *extra]
+        cmd = [PY, str(ROOT / 'bench' / 'train_step.py'), '--device', device, '--flops', '--json', '--warmup', '3', '--steps', '6', *size, *extra]
         t = time.time()
         try: p = subprocess.run(cmd, capture_output=True, text=True, timeout=240 if 'compile' in name else 120)
         except subprocess.TimeoutExpired as e:
@@ -104,17 +104,56 @@ def part_throughput(device: str) -> dict:
                      'fp32 row; cuDNN convolutions run fp32 in TF32 by default, so the fp32 row can use tensor cores.')
 
 
+def part_cuda_tests(device: str) -> dict:
+    """The tests marked `gpu` (tests/test_cuda.py: AMP with and without GradScaler, channels_last, compile, pinned workers,
+    CUDA RNG in checkpoints, sample/evaluate on the GPU; tests/test_ddp.py: torchrun with NCCL when there are 2+ GPUs).
+    On a CPU they are collected and skipped: the files must still import."""
+    try: import pytest  # noqa: F401
+    except ImportError: raise RuntimeError('pytest is not installed for this python: add its wheels to WHEELS (bench/README.md)') from None
+    p = subprocess.run([PY, '-m', 'pytest', '-q', '-rs', '-m', 'gpu', '-p', 'no:cacheprovider', str(ROOT / 'tests' / 'test_cuda.py'),
+                        str(ROOT / 'tests' / 'test_ddp.py')], capture_output=True, text=True, cwd=ROOT)
+    tail = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ''
+    if p.returncode: raise AssertionError(f'the gpu tests failed ({tail}):\n{p.stdout[-2500:]}{p.stderr[-500:]}')
+    return dict(summary=tail) if device == 'cuda' else dict(skipped='no GPU', summary=tail)
+
+
+def gpu_cells(nbs: Path = ROOT / 'nbs') -> list[tuple[str, int, str]]:
+    "(notebook, cell index, source) of every code cell flagged `#| gpu` in the course's notebooks"
+    out = []
+    for nb in sorted(nbs.glob('*.ipynb')):
+        for i, c in enumerate(json.loads(nb.read_text())['cells']):
+            src = ''.join(c['source'])
+            if c['cell_type'] == 'code' and any(l.strip().replace(' ', '') == '#|gpu' for l in src.splitlines()[:3]):
+                out.append((nb.name, i, src))
+    return out
+
+
+def part_notebook_gpu_cells(device: str, tmp: Path) -> dict:
+    """Every `#| gpu` cell of the notebooks, each run on its own in a fresh namespace from nbs/ (a gpu cell imports what
+    it needs, so it runs without the rest of its notebook; on a CPU its own guard makes it do nothing)."""
+    os.environ['ATTNGAN_EDU_DATA'] = str(tmp / 'data')
+    cells, ran = gpu_cells(), []
+    if not cells: raise AssertionError('no `#| gpu` cell found in nbs/*.ipynb')
+    os.chdir(ROOT / 'nbs')
+    for nb, i, src in cells:
+        t = time.time()
+        try: exec(compile(src, f'{nb}[{i}]', 'exec'), {'__name__': '__main__'})
+        except Exception as e: raise AssertionError(f'{nb} cell {i} failed: {type(e).__name__}: {e}') from e
+        ran.append(dict(notebook=nb, cell=i, seconds=round(time.time() - t, 1)))
+    return dict(cells=ran) if device == 'cuda' else dict(skipped='no GPU (each cell ran and did nothing)', cells=ran)
+
+
 def part_training(device: str, tmp: Path) -> dict:
     """A real short run on SynBirds: train, kill -9 after the first checkpoint, --resume to the end (losses finite and
     continuing), then `attngan-edu evaluate` on the device."""
     env = {**os.environ, 'ATTNGAN_EDU_DATA': str(tmp / 'data'), 'PYTHONUNBUFFERED': '1'}
     cli = [PY, '-m', 'attngan_edu.cli']
     if device == 'cuda':
-        args = ['--preset', 'birds', '--dataset', 'synbirds', '--synbirds_n_train', '800', '--synbirds_n_test', '64',
+        args = ['--preset', 'birds', '--dataset', 'synbirds', '--synbirds_n_train', '400', '--synbirds_n_test', '64',
                 '--synbirds_size', '256', '--damsm_epochs', '3', '--precision', 'bf16', '--channels_last', 'true',
-                '--epochs', '0', '--max_steps', '200', '--checkpoint_every', '100', '--print_every', '20', '--sample_every', '0',
+                '--epochs', '0', '--max_steps', '120', '--checkpoint_every', '60', '--print_every', '20', '--sample_every', '0',
                 *(['--compile', 'true'] if os.environ.get('GPU_CHECK_COMPILE') == '1' else [])]   # compile: timed in throughput
-        steps, kill_after, ev = 200, 100, ['--judge', 'auto', '--n', '0']
+        steps, kill_after, ev = 120, 60, ['--judge', 'auto', '--n', '320', '--draws', '3']
     else:
         args = ['--preset', 'tiny', '--epochs', '0', '--max_steps', '12', '--checkpoint_every', '4', '--print_every', '2', '--sample_every', '0']
         steps, kill_after, ev = 12, 4, ['--judge', 'none', '--n', '8', '--draws', '2']
@@ -153,8 +192,10 @@ def part_training(device: str, tmp: Path) -> dict:
                 judge_IS=(j.get('IS') or [None])[0])
 
 
-PARTS = {'env': (part_env, 60), 'equivalence': (part_equivalence, 120), 'training': (part_training, 300),
-         'throughput': (part_throughput, 300)}      # (function, time cap in seconds on a GPU; 240 each on a CPU)
+PARTS = {'env': (part_env, 30), 'equivalence': (part_equivalence, 60), 'cuda_tests': (part_cuda_tests, 120),
+         'notebook_gpu_cells': (part_notebook_gpu_cells, 60), 'training': (part_training, 150),
+         'throughput': (part_throughput, 200)}   # (function, time cap in seconds on a GPU; 240 each on a CPU)
+NEEDS_TMP = ('training', 'notebook_gpu_cells')
 
 
 def fmt_mfu(x): return '-' if x is None else f'{x:.1%}'
@@ -182,13 +223,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--device', default='cuda', choices=['cuda', 'cpu'])
     ap.add_argument('--parts', default=','.join(PARTS), help='comma-separated subset of ' + ', '.join(PARTS))
-    ap.add_argument('--budget', type=float, default=480, help='seconds for all parts: a part gets at most what is left')
+    ap.add_argument('--budget', type=float, default=360, help='seconds for all parts: a part gets at most what is left')
     ap.add_argument('--out', default='gpu_check.json'); ap.add_argument('--md', help='markdown summary (default: --out with .md)')
     ap.add_argument('--part', help=argparse.SUPPRESS); ap.add_argument('--tmp', help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.part:                                   # child process: one part, one JSON line
         fn, _ = PARTS[a.part]
-        r = fn(a.device, Path(a.tmp)) if a.part == 'training' else fn(a.device)
+        r = fn(a.device, Path(a.tmp)) if a.part in NEEDS_TMP else fn(a.device)
         print('RESULT ' + json.dumps(r)); return
     t0, res = time.time(), dict(device=a.device, when=time.strftime('%Y-%m-%d %H:%M:%S'), parts={}, failed=[], ok=True)
     with tempfile.TemporaryDirectory(prefix='gpu_check_') as tmp:

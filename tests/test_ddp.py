@@ -1,5 +1,5 @@
-"""Two CPU processes with gloo, launched by torchrun (python -m torch.distributed.run): after a few steps both ranks
-hold identical weights (G, its EMA, the discriminators, batch-norm statistics included), each saw a different shard of
+"""Two CPU processes with gloo (and, on a machine with 2+ GPUs, one process per GPU with NCCL), launched by torchrun
+(python -m torch.distributed.run): after a few steps every rank holds identical weights (G, its EMA, the discriminators, batch-norm statistics included), each saw a different shard of
 the data, and only rank 0 wrote files into the run folder.
 
 Run as a script, this file is the worker that torchrun starts."""
@@ -19,7 +19,7 @@ def digest(module) -> str:
     return h.hexdigest()
 
 
-def worker(out_dir: str, data_dir: str, damsm_path: str, results: str):
+def worker(out_dir: str, data_dir: str, damsm_path: str, results: str, device: str = 'cpu'):
     from attngan_edu.config import make_config
     from attngan_edu import train as T
     out = Path(out_dir).resolve()
@@ -40,7 +40,7 @@ def worker(out_dir: str, data_dir: str, damsm_path: str, results: str):
     def spy(s, batch, *a, **kw):                 # which items each rank trains on
         seen.append(batch['class_id'].tolist()); return real_step(s, batch, *a, **kw)
     T.train_step = spy
-    cfg = make_config('tiny', overrides={'out_dir': out_dir, 'data_dir': data_dir, 'damsm_path': damsm_path,
+    cfg = make_config('tiny', overrides={'out_dir': out_dir, 'data_dir': data_dir, 'damsm_path': damsm_path, 'device': device,
                                          'max_steps': 3, 'checkpoint_every': 2, 'print_every': 1, 'sample_every': 0})
     res = T.train(cfg)
     rank = int(os.environ['RANK'])
@@ -63,17 +63,32 @@ def prepared(tmp_path_factory):
     return base, str(damsm_path)
 
 
-def test_two_processes_gloo(prepared):
-    base, damsm_path = prepared
-    out, results = base / 'runs', base / 'results'
+def torchrun(base, damsm_path, n: int, device: str, tag: str) -> tuple[Path, list[dict]]:
+    "n processes of worker() under torchrun -> (their run folder, each rank's report)"
+    out, results = base / f'runs-{tag}', base / f'results-{tag}'
     results.mkdir()
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT)}
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', __file__, str(out), str(base / 'data'), damsm_path, str(results)]
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(n), __file__, str(out),
+           str(base / 'data'), damsm_path, str(results), device]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r0, r1 = (json.loads((results / f'rank{i}.json').read_text()) for i in (0, 1))
-    assert r0['world'] == r1['world'] == 2 and r0['step'] == r1['step'] == 3
-    for k in ('G', 'G_ema', 'Ds'): assert r0[k] == r1[k], f'{k} differs between ranks'
+    ranks = [json.loads((results / f'rank{i}.json').read_text()) for i in range(n)]
+    assert all(x['world'] == n and x['step'] == 3 for x in ranks)
+    for k in ('G', 'G_ema', 'Ds'): assert len({x[k] for x in ranks}) == 1, f'{k} differs between ranks'
+    return out, ranks
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs 2 or more CUDA GPUs')
+def test_one_process_per_gpu_nccl(prepared):
+    "torchrun on every GPU of the machine (NCCL): identical weights on every rank after 3 steps"
+    base, damsm_path = prepared
+    torchrun(base, damsm_path, torch.cuda.device_count(), 'cuda', 'nccl')
+
+
+def test_two_processes_gloo(prepared):
+    base, damsm_path = prepared
+    out, (r0, r1) = torchrun(base, damsm_path, 2, 'cpu', 'gloo')
     # the ranks trained on different shards of the data
     assert r0['seen'] != r1['seen']
     # only rank 0 wrote into the run folder
@@ -92,4 +107,4 @@ def test_two_processes_gloo(prepared):
 
 
 if __name__ == '__main__':
-    worker(*sys.argv[1:5])
+    worker(*sys.argv[1:6])
