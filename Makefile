@@ -44,13 +44,14 @@ clean-nbs: setup
 	$(BIN)/nbdev_clean
 
 # The course's results table (notebook 09, README): the same data, DAMSM, step budget and evaluation for every arm;
-# the three AttnGAN arms (lam = 5, lam = 0, and a sentence-only stage instead of word attention) with two seeds each.
+# the three AttnGAN arms (lam = 5, lam = 0, and a sentence-only stage instead of word attention) and DF-GAN (notebook 11)
+# with two seeds each.
 # `make -j2 course` trains two arms at a time. Each arm: 1 CPU thread (COURSE_THREADS), COURSE_STEPS steps.
 COURSE_DIR     ?= runs/course
 COURSE_STEPS   ?= 2400
 COURSE_THREADS ?= 1
 COURSE_ARMS    := stackgan attngan attngan-s1 attngan-no-damsm attngan-no-damsm-s1 attngan-no-attn attngan-no-attn-s1 \
-                  stackganpp stackganpp-lc
+                  stackganpp stackganpp-lc dfgan dfgan-s1
 ARGS_stackgan            := --model stackgan --ngf 16 --base_size 64
 ARGS_stackganpp          := --model stackganpp
 ARGS_stackganpp-lc       := --model stackganpp --color_alpha 50
@@ -60,6 +61,8 @@ ARGS_attngan-no-damsm    := --lam 0
 ARGS_attngan-no-damsm-s1 := --lam 0 --seed 1
 ARGS_attngan-no-attn     := --word_attention false
 ARGS_attngan-no-attn-s1  := --word_attention false --seed 1
+ARGS_dfgan               := --model dfgan
+ARGS_dfgan-s1            := --model dfgan --seed 1
 COURSE_DAMSM = $(COURSE_DIR)/damsm.safetensors
 COURSE_TRAIN = OMP_NUM_THREADS=$(COURSE_THREADS) $(BIN)/attngan-edu train --preset synbirds-cpu --out_dir $(COURSE_DIR) \
 	--threads $(COURSE_THREADS) --max_steps $(COURSE_STEPS) --checkpoint_every 600 --sample_every 600 --progress false \
@@ -70,10 +73,11 @@ $(COURSE_DIR)/results.md: $(foreach a,$(COURSE_ARMS),$(COURSE_DIR)/$(a)/metrics.
 $(COURSE_DIR)/%/metrics.json: $(COURSE_DAMSM)
 	$(COURSE_TRAIN) --name $* $(ARGS_$*) $$(test -f $(COURSE_DIR)/$*/checkpoint.pt && echo --resume)   # a killed arm continues
 	OMP_NUM_THREADS=$(COURSE_THREADS) $(BIN)/attngan-edu evaluate --checkpoint $(COURSE_DIR)/$* --threads $(COURSE_THREADS)
-# One DAMSM for every arm (the main job's settings), and the judge trained once before the arms need it.
+# One DAMSM for every arm (the main job's settings but 40 epochs: the DAMSM the README's course table was measured
+# with; the main job has trained 60 since 2026-11-30), and the judge trained once before the arms need it.
 $(COURSE_DAMSM): | $(VENV)/.done
 	OMP_NUM_THREADS=2 $(BIN)/python -c "from attngan_edu.judge import get_judge; get_judge()"
-	OMP_NUM_THREADS=2 $(BIN)/attngan-edu train-damsm --preset synbirds-cpu --out $@
+	OMP_NUM_THREADS=2 $(BIN)/attngan-edu train-damsm --preset synbirds-cpu --damsm_epochs 40 --out $@
 
 # The GPU path in one command (bench/gpu_check.py, bench/README.md "On a GPU"): environment, a CPU-vs-CUDA training
 # step, a short real run with kill and --resume, evaluate, and throughput with FLOPs -> gpu_check.json and .md in bench/.

@@ -21,6 +21,7 @@ from .stackgan import StageIGenerator, StageIIGenerator, MatchingDiscriminator, 
 from .stackgan import discriminator_loss as stackgan_d_loss
 from .stackganpp import StackGANppG, make_discriminators as stackganpp_discriminators, init_weights
 from .stackganpp import d_loss as stackganpp_d_loss, g_loss as stackganpp_g_loss, color_consistency_loss
+from .dfgan import DFGenerator, DFDiscriminator, d_hinge_loss, g_hinge_loss, ma_gp
 from .damsm import damsm_loss
 from .distributed import autocast, average_gradients
 
@@ -31,7 +32,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float):
     for e, p in zip(ema.parameters(), model.parameters()): e.lerp_(p.detach(), 1 - decay)
     for e, b in zip(ema.buffers(), model.buffers()): e.copy_(b)
 
-#| export
 def ema_decay_at(decay: float, step: int) -> float:
     "Warmed-up EMA decay for update number `step` (1, 2, ...): min(decay, (1 + step) / (10 + step))"
     return min(decay, (1 + step) / (10 + step))
@@ -88,14 +88,20 @@ def build_gan(cfg: Config) -> tuple[nn.Module, nn.ModuleList]:
         out = cfg.base_size * 2 ** (cfg.branch_num - 1)
         G = StackGANStages(cfg.embedding_dim, cfg.z_dim, cfg.cond_dim, cfg.ngf, cfg.r_num, out)
         Ds = nn.ModuleList([MatchingDiscriminator(64, cfg.embedding_dim, cfg.ndf), MatchingDiscriminator(out, cfg.embedding_dim, cfg.ndf)])
+    elif cfg.model == 'dfgan':                           # notebook 11; torch's default init, as DF-GAN's code
+        G = DFGenerator(cfg.z_dim, cfg.ngf, cfg.base_size, cfg.embedding_dim, cfg.dfgan_cond_noise)
+        Ds = nn.ModuleList([DFDiscriminator(cfg.ndf, cfg.base_size, cfg.embedding_dim)])
     else: raise ConfigError(f"config: unknown model {cfg.model!r}")
-    G.apply(init_weights); Ds.apply(init_weights)
+    if cfg.model != 'dfgan': G.apply(init_weights); Ds.apply(init_weights)
     if cfg.spectral_norm: spectral_normalize(Ds)
     return G, Ds
 
 def generate(cfg: Config, G: nn.Module, z: Tensor, sent_emb: Tensor, words_emb: Tensor, mask: Tensor):
     "The generator call of cfg.model -> (fake_imgs list, att_maps list (empty without attention), mu, logvar)"
     if cfg.model == 'attngan': return G(z, sent_emb, words_emb, mask)
+    if cfg.model == 'dfgan':                             # no conditioning augmentation: mu = logvar = 0 makes the KL term 0
+        zero = sent_emb.new_zeros(len(z), 1)
+        return [G(z, sent_emb)], [], zero, zero
     fake_imgs, mu, logvar = G(z, sent_emb)
     return fake_imgs, [], mu, logvar
 
@@ -107,6 +113,12 @@ def d_losses(cfg: Config, Ds: nn.ModuleList, real_imgs: list[Tensor], fake_imgs:
     "sum_i L_{D_i} (AttnGAN eq. 5; StackGAN++'s joint losses conditioned on mu; StackGAN's matching-aware loss) -> scalar"
     if cfg.model == 'attngan':
         return sum(discriminator_loss(D_i, x, x_hat, sent_emb, cfg.weighting, cfg.gan_loss) for D_i, x, x_hat in zip(Ds, real_imgs, fake_imgs))
+    if cfg.model == 'dfgan':                             # DF-GAN eq. 2: hinge on real / fake / mismatched, + MA-GP on real
+        D, x, e = Ds[0], real_imgs[-1].detach().requires_grad_(), sent_emb.detach().requires_grad_()
+        feats = D.features(x)
+        real = D.logits(feats, e)
+        loss = d_hinge_loss(real, D(fake_imgs[-1].detach(), e), D.logits(feats.roll(1, 0), e))   # rolled: mismatched pairs
+        return loss + ma_gp(real, x, e, cfg.magp_k, cfg.magp_p)
     if cfg.model == 'stackgan':
         i, x, x_hat = _stackgan_pair(real_imgs, fake_imgs)
         feats = Ds[i].features(x)
@@ -120,6 +132,7 @@ def d_losses(cfg: Config, Ds: nn.ModuleList, real_imgs: list[Tensor], fake_imgs:
 def g_adv_losses(cfg: Config, Ds: nn.ModuleList, fake_imgs: list[Tensor], sent_emb: Tensor, mu: Tensor) -> Tensor:
     "L_G = sum_i L_{G_i} (AttnGAN eq. 4), plus StackGAN++'s colour consistency when color_alpha > 0 -> scalar"
     if cfg.model == 'attngan': return generator_loss(Ds, fake_imgs, sent_emb, cfg.weighting, cfg.gan_loss)[0]
+    if cfg.model == 'dfgan': return g_hinge_loss(Ds[0](fake_imgs[-1], sent_emb))              # DF-GAN eq. 3
     if cfg.model == 'stackgan':
         logits = Ds[len(fake_imgs) - 1](fake_imgs[-1], sent_emb)
         return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))     # -log D(G(z, c_hat)), non-saturating

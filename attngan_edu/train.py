@@ -179,6 +179,7 @@ def sample(cfg: Config, G: nn.Module, text_enc: nn.Module, caption: Tensor, cap_
     words_emb, sent_emb = text_enc(caption.to(device), cap_len.cpu())
     mask = padding_mask(cap_len.to(device), caption.shape[1])
     if cfg.model == 'attngan': fake_imgs, att_maps, _, _ = G(z.to(device), sent_emb, words_emb, mask, eps=eps)
+    elif cfg.model == 'dfgan': fake_imgs, att_maps = [G(z.to(device), sent_emb)], []
     else: fake_imgs, att_maps = G(z.to(device), sent_emb, eps=eps)[0], []
     return [x.float().cpu() for x in fake_imgs], [a.float().cpu() for a in att_maps]
 

@@ -6,6 +6,7 @@ seconds per step after warm-up and the images per second.
 
   python bench/train_step.py --model attngan --branches 2 --batch 4 --threads 2
   python bench/train_step.py --branches 3 --batch 20 --device cuda --precision bf16 --channels-last
+  python bench/train_step.py --model dfgan --preset synbirds-cpu --batch 16 --threads 2     # one stage at 64 px
 """
 import argparse, copy, json, os, resource, statistics, sys, time
 if os.environ.get('OMP_WAIT_POLICY') == 'UNSET': del os.environ['OMP_WAIT_POLICY']
@@ -72,7 +73,7 @@ def time_steps(cfg, B: int, device, dtype, warmup: int, steps: int, vocab_size: 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--model', default='attngan', choices=['attngan', 'stackganpp'])
+    p.add_argument('--model', default='attngan', choices=['attngan', 'stackganpp', 'dfgan'])
     p.add_argument('--branches', type=int, default=2, choices=[1, 2, 3])
     p.add_argument('--batch', type=int, default=4)
     p.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0: leave the default)')
@@ -95,8 +96,9 @@ def main(argv=None):
     from attngan_edu.train import resolve_device, resolve_precision, keep_freed_memory
     if a.malloc == 'kept' and not keep_freed_memory(): raise SystemExit('--malloc kept needs Linux with glibc')
     if a.threads: torch.set_num_threads(a.threads)
-    over = {'model': a.model, 'branch_num': a.branches, 'batch_size': a.batch, 'channels_last': a.channels_last,
+    over = {'model': a.model, 'batch_size': a.batch, 'channels_last': a.channels_last,
             'compile': a.compile, 'precision': a.precision, 'device': a.device}
+    if a.model != 'dfgan': over['branch_num'] = a.branches   # DF-GAN: one stage at the preset's final size (dfgan_defaults)
     if a.no_damsm: over['lam'] = 0.0
     for kv in a.set:
         k, v = kv.split('=', 1); over[k] = parse_value(k, v)
@@ -104,13 +106,13 @@ def main(argv=None):
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
     r = time_steps(cfg, a.batch, device, dtype, a.warmup, a.steps, damsm=not a.no_damsm, flops=a.flops)
-    info = dict(model=a.model, branches=a.branches, size=cfg.base_size * 2 ** (a.branches - 1), batch=a.batch,
+    info = dict(model=a.model, branches=cfg.branch_num, size=cfg.base_size * 2 ** (cfg.branch_num - 1), batch=a.batch,
                 threads=torch.get_num_threads(), device=str(device), dtype=str(dtype).replace('torch.', ''),
-                damsm=not a.no_damsm, channels_last=a.channels_last, compile=a.compile, preset=a.preset, malloc=a.malloc,
+                damsm=cfg.model == 'attngan' and cfg.lam > 0, channels_last=a.channels_last, compile=a.compile, preset=a.preset, malloc=a.malloc,
                 loadavg=os.getloadavg()[0], **r)
     if a.json: print(json.dumps(info))
     else:
-        print(f"{a.model} {a.branches} branch(es) -> {info['size']}px, batch {a.batch}, {info['device']} {info['dtype']}, "
+        print(f"{a.model} {cfg.branch_num} branch(es) -> {info['size']}px, batch {a.batch}, {info['device']} {info['dtype']}, "
               f"{info['threads']} thread(s), DAMSM {'on' if info['damsm'] else 'off'}, malloc {a.malloc}: median {r['s_per_step']:.3f} s/step, "
               f"{r['imgs_per_s']:.2f} images/s, peak {r['peak_mem_gib']:.2f} GiB (load average {info['loadavg']:.1f})")
     return info
