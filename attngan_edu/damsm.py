@@ -68,7 +68,7 @@ def word_match_scores(e: Tensor, v: Tensor, lengths: Tensor, gamma1: float = 4.0
     if len(v) != len(e): raise ValueError(f"word_match_scores: return_alpha needs as many images as captions, got {len(v)} and {len(e)}")
     return scores, alpha.diagonal(dim1=0, dim2=1).permute(2, 0, 1)   # (B, T, R): image b with caption b
 
-# %% ../nbs/07_damsm.ipynb #f0908225
+# %% ../nbs/07_damsm.ipynb #60eba720
 def word_match_all(e: Tensor, v: Tensor, lengths: Tensor, gamma1: float = 4.0, gamma2: float = 5.0) -> Tensor:
     """word_match_scores for all pairs, without forming the context vectors c: since c_i = sum_r alpha_ir v_r,
     c_i . e_i = sum_r alpha_ir s_ir and |c_i|^2 = alpha_i^T (V^T V) alpha_i. e (Bc, D, T), v (Bi, D, R) -> (Bi, Bc)"""
