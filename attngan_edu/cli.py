@@ -68,12 +68,13 @@ def cmd_data(args) -> int:
                             overwrite=args.overwrite)
         print(f"SynBirds ({args.n_train} train, {args.n_test} test, {args.size}px, seed {args.seed}) written to {out} in {time.time() - t0:.1f}s")
     else:
-        from attngan_edu.data import prepare_cub
+        from attngan_edu.cub import prepare_cub
         report = prepare_cub(args.cub_archive, args.captions_archive, args.out, overwrite=args.overwrite)
         print(report)
         if not report.ok: return 1
     return 0
 
+# %% ../nbs/08_train.ipynb #5fe03bdc
 def cmd_train(args, overrides: dict) -> int:
     from attngan_edu.train import train
     cfg = resolve_train_config(args.preset, args.config, overrides, args.resume)
@@ -83,6 +84,7 @@ def cmd_train(args, overrides: dict) -> int:
         print(f"run {run_dir} finished in {time.time() - t0:.0f}s (wall clock, including data and DAMSM set-up)")
     return 0
 
+# %% ../nbs/08_train.ipynb #0b5f0714
 def cmd_train_damsm(args, overrides: dict) -> int:
     from attngan_edu.train import dataset_root, make_dataset, damsm_config, damsm_cache_path, resolve_device
     from attngan_edu.damsm import pretrain_damsm, save_damsm
@@ -102,6 +104,7 @@ def cmd_train_damsm(args, overrides: dict) -> int:
     print(f"use it with: attngan-edu train ... --damsm_path {out}")
     return 0
 
+# %% ../nbs/08_train.ipynb #16df41ac
 def _png(path: str) -> Path:
     "The file matplotlib writes for `path`: with .png added when it has no extension (so we can say its name)"
     return Path(path if Path(path).suffix else path + '.png')
@@ -141,7 +144,8 @@ def cmd_evaluate(args) -> int:
     judge = {'auto': 'auto', 'none': None}.get(args.judge)
     if judge is None and args.judge not in ('auto', 'none'):
         from attngan_edu.judge import load_judge
-        judge = load_judge(args.judge)
+        from attngan_edu.distributed import resolve_device
+        judge = load_judge(args.judge, map_location=resolve_device(args.device))   # scored where the images are made
     inception = None
     if args.inception_weights:
         from attngan_edu.metrics import load_inception_v3
@@ -216,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--out', help='also write the table to this file')
     return p
 
+# %% ../nbs/08_train.ipynb #66de45a5
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `attngan-edu` (console script) and `python -m attngan_edu.cli`"
     import pickle

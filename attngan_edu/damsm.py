@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['region_context', 'cosine_sim', 'length_mask', 'word_match_scores', 'word_match_all', 'sentence_match_scores',
-           'matching_losses', 'DAMSMLosses', 'damsm_loss', 'InceptionImageEncoder', 'DAMSMConfig', 'make_image_encoder',
-           'DAMSM', 'save_damsm', 'load_damsm', 'pretrain_damsm', 'damsm_features', 'pair_scores', 'r_precision',
-           'point_hits', 'mention_positions', 'pointing_game', 'evaluate_damsm', 'plot_word_attention']
+           'matching_losses', 'DAMSMLosses', 'damsm_loss', 'DAMSMConfig', 'make_image_encoder', 'DAMSM', 'save_damsm',
+           'load_damsm', 'pretrain_damsm', 'damsm_features', 'pair_scores', 'r_precision', 'point_hits',
+           'mention_positions', 'pointing_game', 'evaluate_damsm', 'plot_word_attention']
 
 # %% ../nbs/07_damsm.ipynb #de244794
-import json, math, os, tempfile, time
+import json, math, os, time
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import NamedTuple
@@ -20,7 +20,7 @@ from torch import nn, Tensor
 from torch.utils.data import DataLoader
 from safetensors.torch import save_file, load_file
 from .text import Vocab, atomic_path
-from .encoders import TextEncoder, CNNImageEncoder
+from .encoders import TextEncoder, CNNImageEncoder, InceptionImageEncoder   # the last one written below
 from .synbirds import PART_NAMES, PART_WORDS, SynBirdsTruth, color_of_word
 from .data import TextImageDataset, collate_sorted
 
@@ -116,7 +116,7 @@ def matching_losses(scores: Tensor, gamma3: float = 10.0, reduction: str = "mean
 
 # %% ../nbs/07_damsm.ipynb #5a37abf2
 class DAMSMLosses(NamedTuple):
-    "L_DAMSM and its parts (eq. 14); alpha (B, T, R) is each image's attention for its own caption"
+    "L_DAMSM and its parts (eq. 14); alpha (B, T, R) is each image's attention for its own caption (None if not asked for)"
     total: Tensor
     w1: Tensor
     w2: Tensor
@@ -126,7 +126,7 @@ class DAMSMLosses(NamedTuple):
 
 def damsm_loss(words_emb: Tensor, sent_emb: Tensor, v: Tensor, v_bar: Tensor, cap_lens: Tensor,
                gamma1: float = 4.0, gamma2: float = 5.0, gamma3: float = 10.0, class_ids: Tensor | None = None,
-               reduction: str = "mean", reference_form: bool = False) -> DAMSMLosses:
+               reduction: str = "mean", reference_form: bool = False, with_alpha: bool = True) -> DAMSMLosses:
     """AttnGAN eq. 14 for a batch of matched pairs: words_emb (B, D, T), sent_emb (B, D), v (B, D, R) or (B, D, H, W),
     v_bar (B, D), cap_lens (B,) -> DAMSMLosses(total = w1 + w2 + s1 + s2, ..., alpha (B, T, R))"""
     if not (len(words_emb) == len(sent_emb) == len(v) == len(v_bar) == len(cap_lens)):
@@ -134,57 +134,11 @@ def damsm_loss(words_emb: Tensor, sent_emb: Tensor, v: Tensor, v_bar: Tensor, ca
     if v.dim() == 4: v = v.flatten(2)
     w_scores = word_match_all(words_emb, v, cap_lens, gamma1, gamma2)      # eq. 10 for all B x B pairs
     if reference_form: w_scores = gamma2 * w_scores
-    _, alpha = region_context(words_emb, v, gamma1, length_mask(cap_lens.to(v.device), words_emb.shape[-1]))  # own captions
+    alpha = None                                                          # training reads .total only: with_alpha=False
+    if with_alpha: alpha = region_context(words_emb, v, gamma1, length_mask(cap_lens.to(v.device), words_emb.shape[-1]))[1]
     w1, w2 = matching_losses(w_scores, gamma3, reduction, class_ids)
     s1, s2 = matching_losses(sentence_match_scores(v_bar, sent_emb), gamma3, reduction, class_ids)
     return DAMSMLosses(w1 + w2 + s1 + s2, w1, w2, s1, s2, alpha)
-
-# %% ../nbs/07_damsm.ipynb #d2adbf6f
-_INCEPTION_LOCAL = ['Conv2d_1a_3x3', 'Conv2d_2a_3x3', 'Conv2d_2b_3x3', 'maxpool', 'Conv2d_3b_1x1', 'Conv2d_4a_3x3',
-                    'maxpool', 'Mixed_5b', 'Mixed_5c', 'Mixed_5d', 'Mixed_6a', 'Mixed_6b', 'Mixed_6c', 'Mixed_6d', 'Mixed_6e']
-_INCEPTION_GLOBAL = ['Mixed_7a', 'Mixed_7b', 'Mixed_7c']
-
-class InceptionImageEncoder(nn.Module):
-    """AttnGAN's image encoder: frozen Inception-v3 (torchvision) + learned projections.
-    imgs (B, 3, S, S) in [-1, 1] -> v (B, D, 17, 17) from mixed_6e, v_bar (B, D) from the final pool.
-    weights: None (random), 'DEFAULT' (torchvision downloads ImageNet weights) or a path to a local state dict."""
-    def __init__(self, D: int = 256, weights: str | os.PathLike | None = 'DEFAULT'):
-        super().__init__()
-        try: from torchvision.models import inception_v3
-        except ImportError as err:
-            raise ImportError("InceptionImageEncoder needs torchvision (pip install torchvision, the build matching your torch); "
-                              "without it use the small CNN backend, attngan_edu.encoders.CNNImageEncoder (backend='cnn')") from err
-        self.D = D
-        if weights is None or weights == 'DEFAULT':
-            net = inception_v3(weights=weights, aux_logits=True, transform_input=False, init_weights=weights is None)
-        else:
-            path = Path(weights)
-            if not path.is_file(): raise FileNotFoundError(f"InceptionImageEncoder: weights file {path} not found (expected an Inception-v3 state dict)")
-            net = inception_v3(weights=None, aux_logits=True, transform_input=False, init_weights=False)
-            net.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
-        pool = lambda: nn.MaxPool2d(kernel_size=3, stride=2)
-        self.local_trunk = nn.Sequential(*[pool() if n == 'maxpool' else getattr(net, n) for n in _INCEPTION_LOCAL])  # -> 768 x 17 x 17
-        self.global_trunk = nn.Sequential(*[getattr(net, n) for n in _INCEPTION_GLOBAL])                        # -> 2048 x 8 x 8
-        self.trunk_requires_grad_(False)
-        self.local_proj = nn.Conv2d(768, D, kernel_size=1, bias=False)     # W
-        self.global_proj = nn.Linear(2048, D)                              # W_bar
-        for p in (self.local_proj.weight, self.global_proj.weight): nn.init.uniform_(p, -0.1, 0.1)   # as the reference
-
-    def trunk_requires_grad_(self, flag: bool):
-        for p in [*self.local_trunk.parameters(), *self.global_trunk.parameters()]: p.requires_grad_(flag)
-        return self
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.local_trunk.eval(); self.global_trunk.eval()              # frozen trunk: batch norm statistics stay fixed
-        return self
-
-    def forward(self, imgs: Tensor) -> tuple[Tensor, Tensor]:
-        if imgs.dim() != 4 or imgs.shape[1] != 3: raise ValueError(f"InceptionImageEncoder: imgs must be (B, 3, S, S), got {tuple(imgs.shape)}")
-        x = F.interpolate(imgs, size=(299, 299), mode='bilinear', align_corners=False)
-        f = self.local_trunk(x)                                            # (B, 768, 17, 17)  local features f
-        f_bar = self.global_trunk(f).mean(dim=(2, 3))                      # (B, 2048)         global feature f_bar
-        return self.local_proj(f), self.global_proj(f_bar)
 
 # %% ../nbs/07_damsm.ipynb #419a5c96
 @dataclass

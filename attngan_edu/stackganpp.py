@@ -212,9 +212,10 @@ def train_step(G: StackGANppG, Ds: nn.ModuleList, opt_G: torch.optim.Optimizer, 
 
 # %% ../nbs/05_stackganpp.ipynb #64c7bf1a
 def init_weights(m: nn.Module):
-    "Orthogonal init for conv/linear, N(1, 0.02) BatchNorm scale; use with `module.apply(init_weights)`"
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
+    "Orthogonal init for every conv (1-D too: AttnGAN's U) and linear layer, N(1, 0.02) BatchNorm scale; `module.apply(init_weights)`"
+    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
         nn.init.orthogonal_(m.weight)
         if m.bias is not None: nn.init.zeros_(m.bias)
     elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
         nn.init.normal_(m.weight, 1.0, 0.02); nn.init.zeros_(m.bias)
+

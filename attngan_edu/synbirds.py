@@ -274,6 +274,7 @@ def _clause(rng, item):
     part = _pick(rng, PART_WORDS[a])
     return f"{own} {part} {'are' if part in _PLURAL else 'is'} {_pick(rng, COLOR_WORDS[v])}"
 
+# %% ../nbs/02_data.ipynb #c5afdc30
 def _sentence(rng, size, items):
     "Assemble one caption from the size (or None) and the other mentioned attributes, in one of several templates."
     sz = _pick(rng, SIZE_WORDS[size]) + ' ' if size else ''
@@ -290,6 +291,7 @@ def _sentence(rng, size, items):
         return _join(rng, cl)
     return (f"{sz}bird with " if size and rng.random() < 0.5 else (sz and f"{sz}bird, ")) + _join(rng, nps)
 
+# %% ../nbs/02_data.ipynb #7f52eb7c
 def _add_noise(rng, s):
     "The noise real CUB captions carry: typos, U+FFFD pairs, HTML entities, casing, doubled spaces, stray punctuation."
     words = s.split(' ')
@@ -313,6 +315,7 @@ def _add_noise(rng, s):
         if sp: i = _pick(rng, sp); s = s[:i] + ' ,' + s[i:]
     return s + _pick(rng, ['.', '.', '.', '', ' .', '..', ',', '. '])
 
+# %% ../nbs/02_data.ipynb #db64a45d
 def make_captions(attrs:dict, rng:np.random.Generator, n:int=10) -> tuple[list, list]:
     "`n` raw captions in CUB's voice, each mentioning 2-4 true attributes; returns (captions, mentions)."
     caps, mentions = [], []
@@ -343,6 +346,7 @@ def _synbirds_keys(n_train, n_test):
         out.append((i, split, sp, f'{CLASS_DIRS[sp]}/{SPECIES[sp][0]}_{i+1:05d}'))
     return out
 
+# %% ../nbs/02_data.ipynb #13728e3b
 def _make_one(job):
     "Render, caption and write image `index`; its RNG depends only on (seed, index), so jobs can run in any process."
     root, index, species, key, seed, image_size = job
@@ -359,6 +363,7 @@ def _make_one(job):
                 background=r['background'], perched=r['perched'], part_rgb=r['part_rgb'],
                 pose={k: (round(v, 4) if isinstance(v, float) else v) for k, v in r['pose'].items()})
 
+# %% ../nbs/02_data.ipynb #1b32bc78
 def make_synbirds(root, n_train:int, n_test:int, image_size:int=256, seed:int=0, workers:int|None=None,
                   overwrite:bool=False) -> Path:
     """Write SynBirds in AttnGAN's 'birds' layout under `root`, plus ground truth in root/synbirds/. Same seed, same bytes.

@@ -22,7 +22,8 @@ def random_explorer(preset: str, tile: int):
     from attngan_edu.encoders import TextEncoder
     from attngan_edu.text import Vocab, tokenize
     from attngan_edu.synbirds import COLORS, PART_NAMES
-    from attngan_edu.viz import AttentionExplorer, DEFAULT_CAPTION
+    from attngan_edu.viz import DEFAULT_CAPTION
+    from attngan_edu.explorer import AttentionExplorer
     cfg = make_config(preset)
     torch.manual_seed(0)
     G, _ = build_gan(cfg)
@@ -74,7 +75,7 @@ def main(argv=None):
     p.add_argument('--threads', type=int, nargs='*', default=[1], help="the explorer's torch threads to try (0: torch's default)")
     p.add_argument('--tile', type=int, default=128, help='display size of each picture tile')
     args = p.parse_args(argv)
-    from attngan_edu.viz import AttentionExplorer
+    from attngan_edu.explorer import AttentionExplorer
     if args.run: ex, what = AttentionExplorer.from_run(args.run, tile=args.tile), f'run {args.run}'
     else: ex, what = random_explorer(args.preset, args.tile)
     cfg = ex.G.cfg

@@ -37,12 +37,17 @@ def finite_log(run_dir) -> list[dict]:
 @pytest.mark.parametrize('precision,channels_last', [('bf16', False), ('bf16', True), ('fp16', False), ('fp32', True)])
 def test_mixed_precision_and_channels_last_train(env, precision, channels_last):
     "autocast bf16/fp16 (fp16 with GradScaler) and channels_last: finite losses, float32 weights on the GPU"
-    res = T.train(tiny(env, f'{precision}-{channels_last}', max_steps=3, precision=precision, channels_last=channels_last))
+    steps = 15 if precision == 'fp16' else 3       # fp16 skips its first steps while GradScaler's scale finds its level
+    cfg = tiny(env, f'{precision}-{channels_last}', max_steps=steps, precision=precision, channels_last=channels_last)
+    res = T.train(cfg)
     finite_log(res.run_dir)
     p = next(res.state.G.parameters())
     assert p.is_cuda and p.dtype == torch.float32
     ck = torch.load(res.run_dir / 'checkpoint.pt', map_location='cpu', weights_only=True)
-    if precision == 'fp16': assert ck['scaler_G'].get('scale', 0) > 0            # the GradScaler really ran
+    if precision == 'fp16':                        # the GradScaler really ran, and G was really updated
+        assert 0 < ck['scaler_G']['scale'] < 65536.0, ck['scaler_G']
+        torch.manual_seed(cfg.seed); ref = T.build_gan(cfg)[0]          # the initial weights, as train() builds them
+        assert any(not torch.equal(a.cpu(), b) for a, b in zip(res.state.G.state_dict().values(), ref.state_dict().values()))
     if channels_last:
         conv = next(m for m in res.state.Ds.modules() if isinstance(m, torch.nn.Conv2d))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
@@ -75,3 +80,16 @@ def test_sample_and_evaluate_on_cuda(env, capsys, tmp_path):
     m = json.loads((run_dir / 'metrics.json').read_text())
     assert 0 <= m['r_precision']['word'][0] <= 1
     capsys.readouterr()
+
+
+def test_dfgan_compiles(env):
+    "DF-GAN with torch.compile: its MA-GP (a double backward) stays outside the compiled discriminator loss"
+    res = T.train(tiny(env, 'dfgan-compiled', model='dfgan', max_steps=3, compile=True, precision='bf16'))
+    assert len(finite_log(res.run_dir)) == 3
+
+
+def test_resume_across_precision_and_device(env):
+    "A CPU fp32 checkpoint continues on the GPU in fp16: the disabled scaler starts afresh, CUDA gets its own seed"
+    T.train(tiny(env, 'moved', max_steps=2, checkpoint_every=2, device='cpu', precision='fp32'))
+    res = T.train(tiny(env, 'moved', max_steps=4, checkpoint_every=2, precision='fp16'), resume=True)
+    assert [r['step'] for r in finite_log(res.run_dir)] == [1, 2, 3, 4]

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from attngan_edu.data import (CocoTextImageDataset, TextImageDataset, UnsafePickleError, check_birds_layout, collate_sorted,
-                              crop_around_bbox, prepare_cub, safe_load_pickle)
+from attngan_edu.data import CocoTextImageDataset, TextImageDataset, collate_sorted, crop_around_bbox
+from attngan_edu.safe_io import UnsafePickleError, safe_load_pickle
+from attngan_edu.cub import check_birds_layout, prepare_cub
 from attngan_edu.synbirds import PART_NAMES, SynBirdsTruth, make_synbirds
 from attngan_edu.text import tokenize, clean_caption
 
@@ -290,8 +291,8 @@ def test_cache_images_gives_the_same_items(cub):
             torch.manual_seed(rnd * 100 + i); a = plain.get(i, cap_idx=0)
             torch.manual_seed(rnd * 100 + i); b = cached.get(i, cap_idx=0)
             assert all(torch.equal(x, y) for x, y in zip(a['imgs'], b['imgs']))
-    decoded = [k for k in cached._images if isinstance(k, int)]                 # (index, size) keys hold the resized copies
-    assert len(decoded) == len(plain) and len(cached._images) == 2 * len(plain) and plain._images is None
+    assert len(cached._images) == len(plain) and plain._images is None and plain._resized_images is None
+    assert len(cached._resized_images) == len(plain) and all(isinstance(k, tuple) for k in cached._resized_images)   # (index, size)
 
 
 @pytest.mark.parametrize('key', ['../outside/x', '001.A/../../../etc/passwd', '/etc/passwd'])

@@ -75,6 +75,13 @@ def test_resume_is_exact(env):
     for k in ca['G']: torch.testing.assert_close(ca['G'][k], cb['G'][k])
 
 
+def test_resume_refuses_another_memory_format(env):
+    "Adam's saved moments keep the memory format they were saved in: a resume may not change channels_last"
+    T.train(tiny(env, 'fmt', max_steps=2, checkpoint_every=2, sample_every=0, channels_last=False))
+    with pytest.raises(ValueError, match='channels_last False -> True'):
+        T.train(tiny(env, 'fmt', max_steps=4, checkpoint_every=2, sample_every=0, channels_last=True), resume=True)
+
+
 def test_resume_after_kill(env):
     "Kill a CLI run after its first checkpoint; --resume continues the step series with no gap and the same losses"
     steps, every = 14, 4

@@ -1,4 +1,4 @@
-"""attngan_edu.viz: the pure `explore*` functions, the PNG drawing, and the AttentionExplorer widgets driven from code.
+"""attngan_edu.viz and .explorer: the pure `explore*` functions, the PNG drawing, and the AttentionExplorer widgets driven from code.
 
 The widgets are ipywidgets objects: setting `.value` runs the observers synchronously, so a test can type a caption,
 toggle a word or click "new sample" and read the PNG bytes of the pictures right after. Pictures are compared as decoded
@@ -12,9 +12,10 @@ from attngan_edu.attngan import AttnGANGenerator, AttnGANConfig
 from attngan_edu.encoders import TextEncoder, CNNImageEncoder
 from attngan_edu.synbirds import get_synbirds, PART_NAMES
 from attngan_edu.data import TextImageDataset
-from attngan_edu import viz
-from attngan_edu.viz import (AttentionExplorer, caption_tokens, explore, explore_words, swap_word, render_stages,
-                             render_swap, render_damsm, damsm_view, png_array, png_bytes, find_run, tiny_run, TINY_RUN)
+from attngan_edu import explorer as explorer_module
+from attngan_edu.viz import (caption_tokens, explore, explore_words, swap_word, render_stages, render_swap, render_damsm,
+                             damsm_view, png_array, png_bytes)
+from attngan_edu.explorer import AttentionExplorer, find_run, tiny_run, TINY_RUN
 
 WORDS = 'this bird has a red blue green crown black white wings and belly small tail'
 CAPTION = 'this bird has a red crown and black wings'
@@ -307,7 +308,7 @@ def test_from_run_errors(tmp_path):
 def test_from_run_without_test_data_starts_without_damsm(monkeypatch):
     "A run whose data is not on this machine (CUB not prepared, say) still explores; the DAMSM mode is left out"
     def missing(cfg): raise FileNotFoundError('config: data_dir /nowhere is not a folder')
-    monkeypatch.setattr(viz, 'dataset_root', missing)
+    monkeypatch.setattr(explorer_module, "dataset_root", missing)
     with pytest.warns(UserWarning, match='no test data for the DAMSM mode'):
         ex = AttentionExplorer.from_run(tiny_run(), tile=TILE)
     assert ex.mode.options == ('generate',) and ex.stage_img.value[:4] == b'\x89PNG'
