@@ -46,6 +46,7 @@ class Config:
     ndf: int = 64                  # GAN.DF_DIM
     r_num: int = 2                 # GAN.R_NUM: residual blocks per refinement stage
     word_attention: bool = True    # AttnGAN's F_i^attn; false: the sentence-only ablation (every region gets U e_bar)
+    attn_init: str = 'orthogonal'  # U of F_i^attn: 'orthogonal' (the reference code, as every conv) | 'torch' (PyTorch's default)
     # --- objective (AttnGAN eq. 3): L = L_G + lam * L_DAMSM (+ kl_coef * KL) ---
     lam: float = 5.0               # TRAIN.SMOOTH.LAMBDA (birds 5, coco 50)
     gamma1: float = 4.0            # DAMSM gamma_1 (attention sharpness), eq. 9
@@ -98,7 +99,7 @@ class Config:
 CHOICES = dict(dataset=('synbirds', 'birds', 'coco'), model=('attngan', 'stackgan', 'stackganpp', 'dfgan'),
                precision=('auto', 'fp32', 'bf16', 'fp16'), damsm_image_encoder=('cnn', 'inception'),
                weighting=('paper', 'reference'), gan_loss=('bce', 'hinge'), damsm_cnn_stride=(8, 16),
-               damsm_reduction=('mean', 'sum'))
+               damsm_reduction=('mean', 'sum'), attn_init=('orthogonal', 'torch'))
 
 # %% ../nbs/08_train.ipynb #f80643e6
 PRESETS = {
@@ -150,6 +151,7 @@ damsm_batch_size = 32
 damsm_emb_dim = 64
 damsm_ndf = 16
 damsm_cnn_stride = 8
+attn_init = "torch"
 num_workers = 0
 pin_memory = false
 channels_last = false

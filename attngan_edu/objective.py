@@ -82,7 +82,10 @@ def build_gan(cfg: Config) -> tuple[nn.Module, nn.ModuleList]:
         G = DFGenerator(cfg.z_dim, cfg.ngf, cfg.base_size, cfg.embedding_dim, cfg.dfgan_cond_noise)
         Ds = nn.ModuleList([DFDiscriminator(cfg.ndf, cfg.base_size, cfg.embedding_dim)])
     else: raise ConfigError(f"config: unknown model {cfg.model!r}")
-    if cfg.model != 'dfgan': G.apply(init_weights); Ds.apply(init_weights)
+    if cfg.model != 'dfgan':
+        # 'torch' leaves U (AttnGAN's only Conv1d) at PyTorch's default: better grounding in short runs (bench/recipe.md §9)
+        G.apply(lambda m: None if cfg.attn_init == 'torch' and isinstance(m, nn.Conv1d) else init_weights(m))
+        Ds.apply(init_weights)
     if cfg.spectral_norm: spectral_normalize(Ds)
     return G, Ds
 
