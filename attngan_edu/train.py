@@ -32,7 +32,7 @@ from .distributed import (resolve_device, resolve_precision, grad_scaler, dist_e
 from .objective import (TrainState, LOSS_NAMES, build_gan, set_stackgan_phase, generate, d_losses,
                                    g_adv_losses, adam, lr_factor, set_lr, batch_to, train_step, ema_decay_at)   # the objective, one step
 from .checkpoints import (RunLock, load_checkpoint, check_checkpoint, check_resume, damsm_from_checkpoint,
-                                     restore, set_rng_state_or_seed, gather_rng_states, save_checkpoint, checkpoint_dict)
+                                     restore, set_rng_state, gather_rng_states, save_checkpoint, checkpoint_dict)
 # ... and `train` re-exports all of it: `from attngan_edu.train import train_step` keeps working
 from .distributed import *
 from .objective import *
@@ -298,9 +298,9 @@ def resume_or_seed(cfg: Config, s: TrainState, ckpt: dict | None, ckpt_path: Pat
         random.seed(cfg.seed + rank); np.random.seed(cfg.seed + rank); torch.manual_seed(cfg.seed + 1000 * rank + 1)
         return Position(0, 0, 0, 0.0), fixed
     restore(s, ckpt, ckpt_path)
-    rngs = ckpt['rng']
-    if rank < len(rngs): set_rng_state_or_seed(rngs[rank], device, cfg.seed + 1000 * rank + ckpt['step'])
-    else: torch.manual_seed(cfg.seed + 1000 * rank + ckpt['step'])        # a new process count: fresh per-rank streams
+    rngs, seed = ckpt['rng'], cfg.seed + 1000 * rank + ckpt['step']
+    if rank < len(rngs): set_rng_state(rngs[rank], device, cuda_seed=seed)
+    else: torch.manual_seed(seed)                                         # a new process count: fresh per-rank streams
     return Position(ckpt['step'], ckpt['epoch'], ckpt['batch'], ckpt['elapsed']), ckpt['fixed']
 
 def make_loader(cfg: Config, train_ds, p: Process) -> tuple[DataLoader, ResumableSampler, torch.Generator]:
