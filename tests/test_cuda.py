@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 import pytest
 import torch
-from attngan_edu.config import make_config
 from attngan_edu import train as T
 from attngan_edu.cli import main
+from conftest import tiny_env, tiny_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')]
 
@@ -15,17 +15,11 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
     "A tiny SynBirds and a DAMSM pretrained on it on the GPU, shared by the tests of this file"
-    base = tmp_path_factory.mktemp('cuda')
-    cfg = make_config('tiny', overrides={'out_dir': str(base / 'runs'), 'data_dir': str(base / 'data'), 'device': 'cuda'})
-    root = T.dataset_root(cfg)
-    vocab = T.make_dataset(cfg, root).vocab
-    _, damsm_path = T.get_damsm(cfg, root, vocab, torch.device('cuda'), log=lambda m: None)
-    return dict(base=base, data_dir=str(base / 'data'), damsm_path=str(damsm_path))
+    return tiny_env(tmp_path_factory.mktemp('cuda'), 'cuda')
 
 
 def tiny(env, name, **kw):
-    return make_config('tiny', overrides={'out_dir': str(env['base'] / 'runs'), 'data_dir': env['data_dir'], 'device': 'cuda',
-                                          'damsm_path': env['damsm_path'], 'name': name, 'print_every': 1, 'sample_every': 0, **kw})
+    return tiny_config(env, name, **{'sample_every': 0, **kw})
 
 
 def finite_log(run_dir) -> list[dict]:

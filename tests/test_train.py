@@ -6,6 +6,7 @@ import pytest
 import torch
 from attngan_edu.config import make_config, load_config
 from attngan_edu import train as T, objective
+from conftest import tiny_env, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,17 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def env(tmp_path_factory):
     "A tiny SynBirds and a DAMSM pretrained on it, shared by the tests of this file"
     torch.set_num_threads(1)                      # tiny models: one thread is fastest, and the test machine is shared
-    base = tmp_path_factory.mktemp('train')
-    cfg = make_config('tiny', overrides={'out_dir': str(base / 'runs'), 'data_dir': str(base / 'data')})
-    root = T.dataset_root(cfg)
-    vocab = T.make_dataset(cfg, root).vocab
-    _, damsm_path = T.get_damsm(cfg, root, vocab, torch.device('cpu'), log=lambda m: None)
-    return dict(base=base, data_dir=str(base / 'data'), damsm_path=str(damsm_path))
+    return tiny_env(tmp_path_factory.mktemp('train'))
 
 
-def tiny(env, name, **kw):
-    return make_config('tiny', overrides={'out_dir': str(env['base'] / 'runs'), 'data_dir': env['data_dir'],
-                                          'damsm_path': env['damsm_path'], 'name': name, 'print_every': 1, **kw})
+tiny = tiny_config
 
 
 def losses(run_dir):
