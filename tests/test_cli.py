@@ -386,3 +386,14 @@ def test_train_damsm_does_not_overwrite_a_file_unasked(tmp_path, capsys):
     code, _, err = run(capsys, 'train-damsm', '--preset', 'tiny', '--out', tmp_path / 'd.safetensors', '--data_dir', tmp_path / 'data')
     assert code == 2 and '--overwrite' in err and (tmp_path / 'd.safetensors').read_bytes() == b'mine'
     assert not (tmp_path / 'data').exists()                                         # refused before any work
+
+
+def test_make_course_trains_every_arm_once_longest_first(tmp_path):
+    "COURSE_ORDER (the order make -j2 starts the arms) holds exactly the arms the table compares, each once"
+    import re, shutil
+    if not shutil.which('make'): pytest.skip('no make')
+    plan = subprocess.run(['make', '-n', 'course', f'COURSE_DIR={tmp_path}'], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    trained = re.findall(r'attngan-edu train --preset .*? --name (\S+)', plan)
+    compared = [Path(p).name for p in re.search(r'attngan-edu compare (.*) --out', plan).group(1).split()]
+    assert sorted(trained) == sorted(compared) and len(set(trained)) == len(trained), (trained, compared)
+    assert trained[:3] == ['stackgan', 'attngan', 'attngan-s1'] and trained[-1] == 'stackganpp'
