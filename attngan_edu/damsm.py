@@ -315,8 +315,8 @@ def damsm_features(model: 'DAMSM', ds, batch_size: int = 64, device: str | torch
 @torch.no_grad()
 def pair_scores(enc: dict, gamma1: float = 4.0, gamma2: float = 5.0, level: str = 'word', chunk: tuple = (4, 128)) -> Tensor:
     """R(Q_i, D_j) for every image i and caption j of `damsm_features` output -> (N, N); level 'word' (eq. 10) or 'sentence' (eq. 13).
-    chunk = (images, captions) per word_match_all call: small blocks keep its (captions, T, images, R) attention in the
-    CPU's cache (3x faster than 16 images x all 1,280 captions on one core, bench/README.md)"""
+    chunk = (images, captions) per word_match_all call: small blocks keep its (captions, T, images, R) attention small
+    enough for the CPU's cache and the allocator's free lists (bench/pair_scores.py, bench/README.md)"""
     if level == 'sentence': return sentence_match_scores(enc['v_bar'], enc['sent_emb'])
     if level != 'word': raise ValueError(f"pair_scores: level must be 'word' or 'sentence', got {level!r}")
     ci, cc = chunk
