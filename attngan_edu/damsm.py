@@ -319,7 +319,8 @@ def pair_scores(enc: dict, gamma1: float = 4.0, gamma2: float = 5.0, level: str 
     enough for the CPU's cache and the allocator's free lists (bench/pair_scores.py, bench/README.md)"""
     if level == 'sentence': return sentence_match_scores(enc['v_bar'], enc['sent_emb'])
     if level != 'word': raise ValueError(f"pair_scores: level must be 'word' or 'sentence', got {level!r}")
-    if len(chunk) != 2 or min(chunk) < 1: raise ValueError(f"pair_scores: chunk must be (images, captions), both >= 1, got {chunk!r}")
+    if not (isinstance(chunk, (tuple, list)) and len(chunk) == 2 and min(chunk) >= 1):     # an int was the old form
+        raise ValueError(f"pair_scores: chunk must be (images, captions), both >= 1, got {chunk!r}")
     ci, cc = chunk
     e, L, v = enc['words_emb'], enc['cap_len'], enc['v']
     return torch.cat([torch.cat([word_match_all(e[j:j + cc], v[i:i + ci], L[j:j + cc], gamma1, gamma2)

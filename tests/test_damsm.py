@@ -376,3 +376,5 @@ def test_word_match_all_is_eq_10_for_every_pair():
     torch.testing.assert_close(pair_scores(enc, 5.0, 3.0, chunk=(3, 7)), word_match_scores(e[:20], v, L[:20], 5.0, 3.0), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match='chunk must be'):
         pair_scores(enc, chunk=(0, 128))
+    with pytest.raises(ValueError, match='chunk must be'):
+        pair_scores(enc, chunk=16)
