@@ -74,7 +74,8 @@ class Config:
     lr_decay_epochs: int = 0       # > 0: halve lr_g and lr_d every this many epochs of a stage (StackGAN: 100); 0: constant
     ema_decay: float = 0.999       # the reference's avg_param_G
     # --- DAMSM (pretrained, then frozen) ---
-    damsm_path: str = ''           # a saved DAMSM to reuse; '' -> pretrain once and cache it
+    damsm_path: str = ''           # a saved DAMSM to reuse; '' -> as `damsm` says
+    damsm: str = 'shipped'         # no damsm_path: 'shipped' (data/pretrained/'s teacher where it fits the data) | 'train' (pretrain and cache)
     damsm_epochs: int = 600
     damsm_batch_size: int = 48
     damsm_lr: float = 2e-3         # TRAIN.ENCODER_LR of the DAMSM configs
@@ -97,7 +98,7 @@ class Config:
     tensorboard: bool = False      # also write TensorBoard scalars (only if tensorboard is installed)
 
 CHOICES = dict(dataset=('synbirds', 'birds', 'coco'), model=('attngan', 'stackgan', 'stackganpp', 'dfgan'),
-               precision=('auto', 'fp32', 'bf16', 'fp16'), damsm_image_encoder=('cnn', 'inception'),
+               precision=('auto', 'fp32', 'bf16', 'fp16'), damsm_image_encoder=('cnn', 'inception'), damsm=('shipped', 'train'),
                weighting=('paper', 'reference'), gan_loss=('bce', 'hinge'), damsm_cnn_stride=(8, 16),
                damsm_reduction=('mean', 'sum'), attn_init=('orthogonal', 'torch'))
 

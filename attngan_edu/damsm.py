@@ -6,7 +6,8 @@
 __all__ = ['region_context', 'cosine_sim', 'length_mask', 'word_match_scores', 'word_match_all', 'sentence_match_scores',
            'matching_losses', 'DAMSMLosses', 'damsm_loss', 'DAMSMConfig', 'make_image_encoder', 'DAMSM', 'save_damsm',
            'load_damsm', 'pretrain_damsm', 'damsm_features', 'pair_scores', 'r_precision', 'point_hits',
-           'mention_positions', 'pointing_game', 'evaluate_damsm', 'plot_word_attention']
+           'mention_positions', 'pointing_game', 'evaluate_damsm', 'colour_swap', 'own_word_scores', 'binding_test',
+           'plot_word_attention']
 
 # %% ../nbs/07_damsm.ipynb #de244794
 import json, math, os, time
@@ -165,6 +166,7 @@ class DAMSMConfig:
     batch_size: int = 32
     epochs: int = 10
     lr: float = 2e-3             # TRAIN.ENCODER_LR of the reference DAMSM configs
+    lr_decay: float = 1.0        # the learning rate is multiplied by this after every epoch (the reference code: 0.98)
     grad_clip: float = 0.25      # on the text encoder's gradient norm, as the reference
     seed: int = 0
 
@@ -260,23 +262,42 @@ def load_damsm(path: str | os.PathLike, device: str | torch.device = 'cpu') -> t
     return model.to(device).eval(), vocab
 
 # %% ../nbs/07_damsm.ipynb #a362ae40
+def _save_pretrain_state(path, model, opt, sched, gen, epoch: int, history: list):
+    "Everything a killed pretraining needs to continue exactly: weights, Adam, schedule, RNG states, epoch, history"
+    state = dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), gen=gen.get_state(),
+                 rng=torch.get_rng_state(), epoch=epoch, history=json.dumps(history), config=json.dumps(asdict(model.config)))
+    with atomic_path(path) as tmp: torch.save(state, tmp)
+
 def pretrain_damsm(train_ds, config: DAMSMConfig, device: str | torch.device = 'cpu', model: 'DAMSM | None' = None,
                    epochs: int | None = None, max_steps: int | None = None, log_every: int = 0,
-                   inception_weights: str | os.PathLike | None = 'DEFAULT') -> tuple['DAMSM', list[dict]]:
+                   inception_weights: str | os.PathLike | None = 'DEFAULT', on_epoch=None,
+                   state_path: str | os.PathLike | None = None) -> tuple['DAMSM', list[dict]]:
     """Train a DAMSM (both encoders) with L_DAMSM on the matched pairs of `train_ds`; returns (model in eval mode, history).
-    history: one dict per step (step, epoch, loss, w1, w2, s1, s2, seconds)."""
+    history: one dict per step (step, epoch, loss, w1, w2, s1, s2, seconds). on_epoch(model, epoch) is called after each
+    epoch (1, 2, ...). state_path: the training state is saved there after every epoch and, if the file exists, the
+    run continues from it (a killed pretraining resumes where it stopped, with the same batches)."""
     if config.vocab_size != len(train_ds.vocab):
         raise ValueError(f"pretrain_damsm: config.vocab_size={config.vocab_size} but train_ds.vocab has {len(train_ds.vocab)} entries")
     if model is None:                                    # a fresh run is reproducible; a continued one draws new batches
         torch.manual_seed(config.seed)
         model = DAMSM(config, inception_weights)
     model = model.to(device)
-    loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collate_sorted,
-                        generator=torch.Generator().manual_seed(int(torch.randint(2**31, ()))))
+    gen = torch.Generator().manual_seed(int(torch.randint(2**31, ())))
+    loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collate_sorted, generator=gen)
     if len(loader) == 0: raise ValueError(f"pretrain_damsm: {len(train_ds)} training pairs are fewer than batch_size={config.batch_size}")
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr, betas=(0.5, 0.999))
-    history, step, t0 = [], 0, time.time()
-    for epoch in range(config.epochs if epochs is None else epochs):
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, config.lr_decay)
+    history, step, first, t0 = [], 0, 0, time.time()
+    if state_path is not None and Path(state_path).is_file():
+        st = torch.load(state_path, map_location=device, weights_only=True)
+        saved = {k: v for k, v in json.loads(st['config']).items() if k != 'epochs'}
+        if saved != {k: v for k, v in asdict(config).items() if k != 'epochs'}:
+            raise ValueError(f"pretrain_damsm: {state_path} was saved by a pretraining with other settings; remove it to start afresh")
+        model.load_state_dict(st['model']); opt.load_state_dict(st['opt']); sched.load_state_dict(st['sched'])
+        gen.set_state(st['gen']); torch.set_rng_state(st['rng'])
+        first, history = st['epoch'], json.loads(st['history'])
+        step, t0 = len(history), t0 - (history[-1]['seconds'] if history else 0)
+    for epoch in range(first, config.epochs if epochs is None else epochs):
         model.train()
         for batch in loader:
             imgs = batch['imgs'][-1].to(device)                                    # (B, 3, S, S)
@@ -291,6 +312,9 @@ def pretrain_damsm(train_ds, config: DAMSMConfig, device: str | torch.device = '
             if log_every and step % log_every == 0:
                 print(f"step {step} epoch {epoch}: L_DAMSM {out.total.item():.3f} (w {out.w1.item():.2f} {out.w2.item():.2f}, s {out.s1.item():.2f} {out.s2.item():.2f}) {time.time() - t0:.0f}s")
             if max_steps is not None and step >= max_steps: return model.eval(), history
+        sched.step()
+        if state_path is not None: _save_pretrain_state(state_path, model, opt, sched, gen, epoch + 1, history)
+        if on_epoch is not None: on_epoch(model, epoch + 1)
     return model.eval(), history
 
 # %% ../nbs/07_damsm.ipynb #54f5c358
@@ -420,6 +444,50 @@ def evaluate_damsm(model: 'DAMSM', ds, vocab: Vocab | None = None, truth: SynBir
         out[f'r_precision_{lvl}_other_classes'] = r_precision(scores, n_candidates, n_draws, seed, enc['class_id'])[:2]
     if truth is not None: out['pointing'] = pointing_game(enc, truth, vocab or ds.vocab, c.gamma1)
     return out
+
+# %% ../nbs/07_damsm.ipynb #cd27e639
+_PART_HEADS = {w.split()[0] for ws in PART_WORDS.values() for w in ws}   # 'wing' of 'wing feathers'
+
+def colour_swap(tokens: list[str]) -> tuple[int, int] | None:
+    """Positions (p, q) of the first two colour words of different colours with a part word between them, or None.
+    Swapping them keeps every word of the caption but binds the two colours to each other's parts:
+    'a yellow breast and a purple crown' -> 'a purple breast and a yellow crown'."""
+    cols = [(i, color_of_word(t)) for i, t in enumerate(tokens) if color_of_word(t) is not None]
+    for a, (p, cp) in enumerate(cols):
+        for q, cq in cols[a + 1:]:
+            if cp != cq and any(t in _PART_HEADS for t in tokens[p + 1:q]): return p, q
+    return None
+
+def own_word_scores(e: Tensor, v: Tensor, lengths: Tensor, gamma1: float = 4.0, gamma2: float = 5.0) -> Tensor:
+    "Eq. 10 for matched pairs only: e (B, D, T) caption b with v (B, D, R) or (B, D, H, W) image b -> (B,) R(Q_b, D_b)"
+    if v.dim() == 4: v = v.flatten(2)
+    mask = length_mask(lengths.to(e.device), e.shape[-1])                         # (B, T)
+    c, _ = region_context(e, v, gamma1, mask)                                     # (B, D, T)
+    r = cosine_sim(c, e, dim=-2)                                                  # (B, T)
+    return (gamma2 * r).masked_fill(~mask, float('-inf')).logsumexp(dim=-1) / gamma2
+
+@torch.no_grad()
+def binding_test(model: 'DAMSM', enc: dict, vocab: Vocab, batch_size: int = 256) -> dict:
+    """Does the DAMSM score each real image's caption above the same caption with two colours swapped across parts
+    (`colour_swap`)? enc: `damsm_features` of real pairs -> {n, word, sentence}: the share preferred (chance 0.5)."""
+    c, dev = model.config, next(model.parameters()).device
+    rows, swapped = [], []
+    for n in range(len(enc['caption'])):
+        L = int(enc['cap_len'][n])
+        pq = colour_swap(vocab.decode(enc['caption'][n, :L]))
+        if pq is None: continue
+        cap = enc['caption'][n].clone(); cap[[pq[0], pq[1]]] = cap[[pq[1], pq[0]]]
+        rows.append(n); swapped.append(cap)
+    if not rows: raise ValueError("binding_test: no caption has two colour words of different colours across a part word")
+    won_w, won_s = [], []
+    for k in range(0, len(rows), batch_size):
+        i = torch.tensor(rows[k:k + batch_size])
+        L, v, v_bar = enc['cap_len'][i], enc['v'][i].to(dev), enc['v_bar'][i].to(dev)
+        w_swap, s_swap = model.text_enc(torch.stack(swapped[k:k + batch_size]).to(dev), L)
+        own = lambda e: own_word_scores(e, v, L, c.gamma1, c.gamma2)
+        won_w.append(own(enc['words_emb'][i].to(dev)) > own(w_swap))
+        won_s.append(cosine_sim(v_bar, enc['sent_emb'][i].to(dev)) > cosine_sim(v_bar, s_swap))
+    return dict(n=len(rows), word=torch.cat(won_w).float().mean().item(), sentence=torch.cat(won_s).float().mean().item())
 
 # %% ../nbs/07_damsm.ipynb #5c0ad0ac
 def plot_word_attention(img: Tensor, alpha: Tensor, words: list[str], ncols: int = 8, size: float = 1.5, title: str | None = None):

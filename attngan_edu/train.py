@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['DivergenceError', 'LossMeter', 'RunLog', 'read_log', 'plot_losses', 'dataset_root', 'make_dataset', 'damsm_config',
-           'damsm_cache_path', 'get_damsm', 'fixed_sample_indices', 'fixed_sample_inputs', 'sample', 'sample_grid',
-           'write_figures', 'Process', 'start_process', 'open_checkpoint', 'load_data', 'new_state', 'Position',
-           'resume_or_seed', 'make_loader', 'Progress', 'TrainResult', 'train']
+           'damsm_cache_path', 'teacher_match', 'get_damsm', 'fixed_sample_indices', 'fixed_sample_inputs', 'sample',
+           'sample_grid', 'write_figures', 'Process', 'start_process', 'open_checkpoint', 'load_data', 'new_state',
+           'Position', 'resume_or_seed', 'make_loader', 'Progress', 'TrainResult', 'train']
 
 # %% ../nbs/08_train.ipynb #91ec8370
 import copy, hashlib, json, random, time
@@ -26,6 +26,7 @@ from .damsm import DAMSM, DAMSMConfig, pretrain_damsm, save_damsm, load_damsm
 from .data import TextImageDataset, CocoTextImageDataset, collate_sorted
 from .synbirds import get_synbirds
 from .text import inside, atomic_write_text
+from .pretrained import find_pretrained, vocab_sha256
 # The machinery of this notebook lives in modules named after what they hold (their cells say which):
 from .distributed import (resolve_device, resolve_precision, grad_scaler, dist_env, is_distributed,
                                      init_distributed, broadcast_module, ResumableSampler)        # devices, processes
@@ -138,9 +139,18 @@ def damsm_cache_path(cfg: Config, root: Path, dcfg: DAMSMConfig) -> Path:
     key = hashlib.sha1(json.dumps([Path(root).name, asdict(dcfg)], sort_keys=True).encode()).hexdigest()[:12]
     return Path(cfg.out_dir) / '_damsm' / f'damsm-{key}.safetensors'
 
+def teacher_match(cfg: Config, vocab) -> dict:
+    "What a shipped DAMSM must have been made for to teach this run: the data set, its vocabulary, D, T and image size"
+    return dict(dataset=cfg.dataset, vocab_sha256=vocab_sha256(list(vocab.itos)), D=cfg.embedding_dim,
+                words_num=cfg.words_num, image_size=cfg.base_size * 2 ** (cfg.branch_num - 1))
+
 def get_damsm(cfg: Config, root: Path, vocab, device: torch.device, rank: int = 0, log=print) -> tuple[DAMSM, Path]:
-    "Load cfg.damsm_path, or the cached DAMSM for this data and config, pretraining it first (rank 0) if missing; frozen"
-    if cfg.damsm_path: path = Path(cfg.damsm_path)
+    """Load cfg.damsm_path; else (damsm = 'shipped') the teacher in data/pretrained/ if it was made for this data; else the
+    cached DAMSM for this data and config, pretraining it first (rank 0) if missing. Frozen."""
+    shipped = None
+    if not cfg.damsm_path and cfg.damsm == 'shipped':
+        shipped = find_pretrained('damsm', teacher_match(cfg, vocab), root, log=log if rank == 0 else lambda *_: None)
+    if cfg.damsm_path or shipped is not None: path = Path(cfg.damsm_path or shipped)
     else:
         dcfg = damsm_config(cfg, len(vocab))
         path = damsm_cache_path(cfg, root, dcfg)
