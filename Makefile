@@ -10,7 +10,7 @@ TORCH_GPU ?= torch
 TORCH   ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo '$(TORCH_GPU)' || echo '$(TORCH_CPU)')
 PRESET  ?= synbirds-cpu
 
-.PHONY: setup run test export-check nbtest pytest clean-nbs browser course gpu-check
+.PHONY: setup run test export-check nbtest pytest clean-nbs browser course gpu-check pretrained
 setup: $(VENV)/.done
 $(VENV)/.done: setup.py settings.ini
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,13 @@ $(VENV)/.done: setup.py settings.ini
 # The main job on the embedded default data set (SynBirds), on whatever device is there.
 run: setup
 	$(BIN)/attngan-edu train --preset $(PRESET)
+
+# The shipped models of data/pretrained/ (appendix A3): the DAMSM teacher and the SynBirds judge, trained, measured and
+# recorded in data/pretrained/manifest.json. Resumable: a killed build continues from runs/pretrained/ (the teacher's
+# training state is saved every epoch); `rm -r runs/pretrained` first to rebuild from nothing. DEVICE=cuda on a GPU.
+PRETRAINED_DEVICE = $(if $(filter command line,$(origin DEVICE)),$(DEVICE),auto)
+pretrained: setup
+	OMP_NUM_THREADS=2 $(BIN)/attngan-edu pretrained --work runs/pretrained --device $(PRETRAINED_DEVICE) --threads 2
 
 # The whole test suite: notebooks are the only source, then every notebook, then tests/.
 test: setup export-check nbtest pytest

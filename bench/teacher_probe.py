@@ -18,6 +18,19 @@ from attngan_edu.report import CaptionPairs
 from attngan_edu.synbirds import SynBirdsTruth
 
 
+def raw_pointing(enc, truth, vocab):
+    "Colour pointing by the argmax of eq. 7's e_i . v_j alone: without eq. 8's competition between words for a region"
+    from attngan_edu.damsm import mention_positions, point_hits
+    from attngan_edu.synbirds import PART_NAMES
+    Hr, Wr = enc['v'].shape[-2:]
+    s = enc['words_emb'].transpose(1, 2) @ enc['v'].flatten(2)                # (N, T, R)
+    found = [(n, pos, PART_NAMES.index(part)) for n in range(len(s))
+             for pos, part, kind in mention_positions(vocab.decode(enc['caption'][n, :enc['cap_len'][n]]),
+                                                      truth.mentions(enc['key'][n], int(enc['cap_idx'][n]))) if kind == 'colour']
+    n_i, pos, p_i = (torch.tensor([f[k] for f in found]) for k in range(3))
+    return round(point_hits(s[n_i, pos].view(-1, Hr, Wr), enc['masks'][n_i, p_i])[0].float().mean().item(), 4)
+
+
 def teacher_figures(model, test_ds, truth, vocab, draws=10, seed=0):
     "The teacher's figures in evaluate's protocol on every real test pair"
     c = model.config
@@ -28,8 +41,51 @@ def teacher_figures(model, test_ds, truth, vocab, draws=10, seed=0):
     rp = lambda lvl: round(r_precision(pair_scores(enc, c.gamma1, c.gamma2, lvl), 100, draws, seed, image)[0], 4)
     point = {r['words']: round(r['hit'], 4) for r in pointing_game(enc, truth, vocab, c.gamma1) if r['part'] == 'all'}
     b = binding_test(model, enc, vocab)
-    return dict(r_word=rp('word'), r_sentence=rp('sentence'), point_colour=point['colour'], point_part=point['part'],
+    raw = raw_pointing(enc, truth, vocab)
+    return dict(point_raw=raw, r_word=rp('word'), r_sentence=rp('sentence'), point_colour=point['colour'], point_part=point['part'],
                 bind_word=round(b['word'], 4), bind_sentence=round(b['sentence'], 4))
+
+
+class WindowTextEncoder(torch.nn.Module):
+    "Words see only a window of k words (two convolutions), the sentence is their masked mean, projected"
+    def __init__(self, vocab_size, emb_dim, D, dropout, k=5):
+        super().__init__()
+        nn = torch.nn
+        self.vocab_size, self.emb_dim, self.D, self.dropout_p = vocab_size, emb_dim, D, dropout
+        self.emb = nn.Embedding(vocab_size, emb_dim, padding_idx=0)
+        nn.init.uniform_(self.emb.weight, -0.1, 0.1)
+        self.drop = nn.Dropout(dropout)
+        self.conv = nn.Sequential(nn.Conv1d(emb_dim, D, k, padding=k // 2), nn.LeakyReLU(0.2), nn.Conv1d(D, D, 1))
+        self.sent = nn.Linear(D, D)
+
+    def forward(self, captions, cap_lens):
+        B, T = captions.shape
+        mask = (torch.arange(T)[None] < torch.as_tensor(cap_lens).cpu()[:, None]).to(captions.device)   # (B, T)
+        x = self.drop(self.emb(captions)).transpose(1, 2)                  # (B, E, T)
+        w = self.conv(x) * mask[:, None]                                   # (B, D, T)
+        return w, self.sent(w.sum(-1) / mask.sum(-1, keepdim=True))
+
+
+class ProbeCNN(torch.nn.Module):
+    "CNNImageEncoder's shape with other receptive fields: 'k3' (3x3 kernels, 15 px, 8x8 at 64 px), 's4' (16x16 regions, 18 px),
+    's4k3' (16x16, 15 px), 'rf7' (16x16, 7 px)"
+    def __init__(self, D, ndf, kind):
+        super().__init__()
+        nn = torch.nn
+        def blk(i, o, k, s, p, bn=True):
+            return [nn.Conv2d(i, o, k, s, p, bias=not bn)] + ([nn.BatchNorm2d(o)] if bn else []) + [nn.LeakyReLU(0.2, inplace=True)]
+        if kind == 'k3': body = blk(3, ndf, 3, 2, 1, False) + blk(ndf, 2 * ndf, 3, 2, 1) + blk(2 * ndf, 4 * ndf, 3, 2, 1)
+        elif kind == 's4k3': body = blk(3, ndf, 3, 2, 1, False) + blk(ndf, 2 * ndf, 3, 2, 1) + blk(2 * ndf, 4 * ndf, 3, 1, 1)
+        elif kind == 'rf7': body = blk(3, ndf, 3, 2, 1, False) + blk(ndf, 2 * ndf, 3, 2, 1) + blk(2 * ndf, 4 * ndf, 1, 1, 0)
+        elif kind == 's4': body = blk(3, ndf, 4, 2, 1, False) + blk(ndf, 2 * ndf, 4, 2, 1) + blk(2 * ndf, 4 * ndf, 3, 1, 1)
+        else: raise ValueError(kind)
+        self.features = nn.Sequential(*body, *blk(4 * ndf, 8 * ndf, 1, 1, 0))
+        self.local_proj = nn.Conv2d(8 * ndf, D, 1, bias=False)
+        self.global_proj = nn.Linear(8 * ndf, D)
+
+    def forward(self, imgs):
+        f = self.features(imgs)
+        return self.local_proj(f), self.global_proj(f.mean(dim=(2, 3)))
 
 
 def parse_set(items):
@@ -46,6 +102,8 @@ def main():
     ap.add_argument('--set', nargs='*', default=[], help='DAMSMConfig overrides, key=value')
     ap.add_argument('--data', nargs='*', default=[], help='synbirds-cpu config overrides, key=value (e.g. synbirds_n_train=6400)')
     ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--image', default='cnn', help="'cnn' (the package's) or a ProbeCNN kind: 'k3', 's4'")
+    ap.add_argument('--text', default='lstm', help="'lstm' (the paper's) or 'windowK': words see K words (WindowTextEncoder)")
     ap.add_argument('--out', required=True)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -67,11 +125,19 @@ def main():
         fig = teacher_figures(model, test_ds, truth, vocab)
         rows.append(dict(epoch=e, seconds=round(clock['train'], 1), **fig))
         print(json.dumps(rows[-1]), flush=True)
-        save_damsm(out / f'damsm-e{e}.safetensors', model.text_enc, model.img_enc, vocab, dcfg)
+        if a.text == 'lstm' and a.image == 'cnn': save_damsm(out / f'damsm-e{e}.safetensors', model.text_enc, model.img_enc, vocab, dcfg)
         (out / 'rows.json').write_text(json.dumps(dict(config=asdict(dcfg), data=a.data, rows=rows), indent=1))
         clock['t0'] = time.time()
 
-    pretrain_damsm(train_ds, dcfg, epochs=max(a.epochs), on_epoch=on_epoch)
+    model = None
+    if a.text != 'lstm' or a.image != 'cnn':
+        from attngan_edu.damsm import DAMSM
+        torch.manual_seed(dcfg.seed)
+        model = DAMSM(dcfg)
+        if a.image != 'cnn': model.img_enc = ProbeCNN(dcfg.D, dcfg.ndf, a.image)
+    if a.text != 'lstm':
+        model.text_enc = WindowTextEncoder(dcfg.vocab_size, dcfg.emb_dim, dcfg.D, dcfg.dropout, int(a.text.removeprefix('window')))
+    pretrain_damsm(train_ds, dcfg, model=model, epochs=max(a.epochs), on_epoch=on_epoch)
 
 
 if __name__ == '__main__':

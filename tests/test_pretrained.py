@@ -1,0 +1,84 @@
+"""The shipped models of data/pretrained/: each file is the one its manifest describes (bytes, config, vocabulary, data
+fingerprint) and measures, on a subset of the test set, what the manifest says it measured; the run's lookup uses them."""
+import json
+from dataclasses import asdict
+import pytest
+import torch
+
+from attngan_edu.pretrained import (read_manifest, check_file, data_fingerprint, vocab_sha256, teacher_figures,
+                                    judge_figures, find_pretrained, pretrained_dir, TEACHER_RECIPE, JUDGE_RECIPE)
+from attngan_edu.config import make_config
+
+MAN = read_manifest()
+
+
+def entry(kind):
+    found = [(n, e) for n, e in MAN['files'].items() if e['kind'] == kind]
+    assert len(found) == 1, f"data/pretrained/manifest.json should list one {kind}, lists {len(found)}"
+    return found[0]
+
+
+def close(got: dict, want: dict, tol: float):
+    bad = {k: (got[k], w) for k, w in want.items() if isinstance(w, float) and abs(got[k] - w) > tol}
+    assert not bad, f"figures off by more than {tol}: {bad} (measured, recorded)"
+
+
+def test_folder_is_small():
+    assert sum(e['bytes'] for e in MAN['files'].values()) < 30e6
+    assert (pretrained_dir() / 'README.md').read_text() .count('## `') == len(MAN['files'])
+
+
+@pytest.fixture(scope='module')
+def teacher_env():
+    from attngan_edu.train import dataset_root, make_dataset, teacher_match
+    preset, over = TEACHER_RECIPE
+    cfg = make_config(preset, overrides=over)
+    root = dataset_root(cfg)
+    return cfg, root, make_dataset(cfg, root, 'train').vocab
+
+
+def test_teacher_is_its_manifest(teacher_env):
+    from attngan_edu.damsm import load_damsm
+    from attngan_edu.train import make_dataset, teacher_match
+    from attngan_edu.synbirds import SynBirdsTruth
+    cfg, root, vocab = teacher_env
+    name, e = entry('damsm')
+    path = check_file(name, e)                                              # size and SHA-256
+    model, dvocab = load_damsm(path)
+    assert asdict(model.config) == e['config']
+    assert vocab_sha256(dvocab.itos) == e['match']['vocab_sha256'] == vocab_sha256(vocab.itos)
+    assert data_fingerprint(root) == e['data']['fingerprint']               # the data the recipe builds here
+    assert teacher_match(cfg, vocab) == e['match']
+    test_ds = make_dataset(cfg, root, 'test', base_size=model.config.image_size, branch_num=1, vocab=vocab, with_truth=True)
+    chk = e['check']
+    got = teacher_figures(model, test_ds, SynBirdsTruth(root), vocab, n=chk['pairs'], draws=2)
+    close(got, chk['figures'], chk['tolerance'])
+
+
+def test_run_uses_shipped_teacher(teacher_env, tmp_path):
+    from attngan_edu.train import get_damsm
+    cfg, root, vocab = teacher_env
+    lines = []
+    _, path = get_damsm(cfg, root, vocab, torch.device('cpu'), log=lines.append)
+    assert path == pretrained_dir() / entry('damsm')[0] and not lines
+    # another vocabulary (another data set): one line says why, and nothing shipped is returned
+    other = dict(entry('damsm')[1]['match'], vocab_sha256='0' * 64)
+    assert find_pretrained('damsm', other, root, log=lines.append) is None
+    assert len(lines) == 1 and 'vocab_sha256' in lines[0]
+
+
+def test_judge_is_its_manifest():
+    from attngan_edu.judge import load_judge, load_judge_data, judge_match, get_judge
+    from attngan_edu.synbirds import get_synbirds
+    name, e = entry('judge')
+    judge = load_judge(check_file(name, e))
+    assert e['match'] == judge_match(**JUDGE_RECIPE)
+    assert dict(size=judge.size, channels=list(judge.channels)) == e['config']
+    r = JUDGE_RECIPE
+    root = get_synbirds(r['n_train'], r['n_test'], r['image_size'], r['data_seed'])
+    assert data_fingerprint(root) == e['data']['fingerprint']
+    chk = e['check']
+    got = judge_figures(judge, load_judge_data(root, 'test', size=r['size'], with_parts=False), chk['images'])
+    close(got, chk['figures'], chk['tolerance'])
+    shipped = get_judge(verbose=False)                                   # what evaluate uses: the shipped file
+    assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), judge.state_dict().values()))
