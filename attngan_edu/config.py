@@ -79,6 +79,7 @@ class Config:
     damsm_epochs: int = 600
     damsm_batch_size: int = 48
     damsm_lr: float = 2e-3         # TRAIN.ENCODER_LR of the DAMSM configs
+    damsm_lr_decay: float = 1.0    # the DAMSM's learning rate is multiplied by this after every epoch (the reference code: 0.98)
     damsm_image_encoder: str = 'cnn'   # 'cnn' (course CNN) | 'inception' (Inception-v3, needs torchvision + weights)
     damsm_emb_dim: int = 300       # word-embedding size of the text encoder
     damsm_ndf: int = 32            # width of the CNN image encoder
@@ -249,7 +250,7 @@ RANGES = dict(branch_num=(1, 3), base_size=(16, 512), embedding_dim=(1, 4096), z
               synbirds_n_train=(2, 10**6), synbirds_n_test=(1, 10**6), synbirds_size=(32, 1024),
               damsm_epochs=(0, None), damsm_batch_size=(2, None), damsm_emb_dim=(1, 4096), damsm_ndf=(1, 1024),
               lam=(0, None), kl_coef=(0, None), color_alpha=(0, None), gamma1=(0, None), gamma2=(0, None), gamma3=(0, None),
-              lr_g=(0, 1), lr_d=(0, 1), lr_decay_epochs=(0, None), damsm_lr=(0, 1), beta1=(0, 0.9999), beta2=(0, 0.9999), magp_k=(0, None), magp_p=(1, 16))
+              lr_g=(0, 1), lr_d=(0, 1), lr_decay_epochs=(0, None), damsm_lr=(0, 1), damsm_lr_decay=(0, 1), beta1=(0, 0.9999), beta2=(0, 0.9999), magp_k=(0, None), magp_p=(1, 16))
 POSITIVE = ('gamma1', 'gamma2', 'gamma3')          # a learning rate of 0 is allowed: it freezes that network
 
 def validate(cfg: Config) -> Config:

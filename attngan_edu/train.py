@@ -131,7 +131,7 @@ def damsm_config(cfg: Config, vocab_size: int) -> DAMSMConfig:
                        backend=cfg.damsm_image_encoder, ndf=cfg.damsm_ndf, cnn_stride=cfg.damsm_cnn_stride,
                        image_size=cfg.base_size * 2 ** (cfg.branch_num - 1),
                        gamma1=cfg.gamma1, gamma2=cfg.gamma2, gamma3=cfg.gamma3, batch_size=cfg.damsm_batch_size,
-                       epochs=cfg.damsm_epochs, lr=cfg.damsm_lr, seed=cfg.seed,
+                       epochs=cfg.damsm_epochs, lr=cfg.damsm_lr, lr_decay=cfg.damsm_lr_decay, seed=cfg.seed,
                        reference_form=cfg.damsm_reference_form, reduction=cfg.damsm_reduction)
 
 def damsm_cache_path(cfg: Config, root: Path, dcfg: DAMSMConfig) -> Path:

@@ -39,10 +39,12 @@ def teacher_figures(model, test_ds, truth, vocab, draws=10, seed=0):
     key_image = {k: i for i, k in enumerate(test_ds.keys)}
     image = torch.tensor([key_image[k] for k in enc['key']])
     rp = lambda lvl: round(r_precision(pair_scores(enc, c.gamma1, c.gamma2, lvl), 100, draws, seed, image)[0], 4)
-    point = {r['words']: round(r['hit'], 4) for r in pointing_game(enc, truth, vocab, c.gamma1) if r['part'] == 'all'}
+    rows = pointing_game(enc, truth, vocab, c.gamma1)
+    point = {r['words']: round(r['hit'], 4) for r in rows if r['part'] == 'all'}
+    per_part = {r['part']: round(r['hit'], 3) for r in rows if r['words'] == 'colour' and r['part'] != 'all'}
     b = binding_test(model, enc, vocab)
     raw = raw_pointing(enc, truth, vocab)
-    return dict(point_raw=raw, r_word=rp('word'), r_sentence=rp('sentence'), point_colour=point['colour'], point_part=point['part'],
+    return dict(point_raw=raw, colour_by_part=per_part, r_word=rp('word'), r_sentence=rp('sentence'), point_colour=point['colour'], point_part=point['part'],
                 bind_word=round(b['word'], 4), bind_sentence=round(b['sentence'], 4))
 
 
@@ -67,8 +69,8 @@ class WindowTextEncoder(torch.nn.Module):
 
 
 class ProbeCNN(torch.nn.Module):
-    "CNNImageEncoder's shape with other receptive fields: 'k3' (3x3 kernels, 15 px, 8x8 at 64 px), 's4' (16x16 regions, 18 px),
-    's4k3' (16x16, 15 px), 'rf7' (16x16, 7 px)"
+    """CNNImageEncoder's shape with other receptive fields: 'k3' (3x3 kernels, 15 px, 8x8 at 64 px), 's4' (16x16 regions,
+    18 px), 's4k3' (16x16, 15 px), 'rf7' (16x16, 7 px)"""
     def __init__(self, D, ndf, kind):
         super().__init__()
         nn = torch.nn
@@ -103,6 +105,7 @@ def main():
     ap.add_argument('--data', nargs='*', default=[], help='synbirds-cpu config overrides, key=value (e.g. synbirds_n_train=6400)')
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--image', default='cnn', help="'cnn' (the package's) or a ProbeCNN kind: 'k3', 's4'")
+    ap.add_argument('--freeze_trunk', action='store_true', help="the CNN's convolutions stay at their random start; only v's and v_bar's projections learn")
     ap.add_argument('--text', default='lstm', help="'lstm' (the paper's) or 'windowK': words see K words (WindowTextEncoder)")
     ap.add_argument('--out', required=True)
     a = ap.parse_args()
@@ -125,16 +128,17 @@ def main():
         fig = teacher_figures(model, test_ds, truth, vocab)
         rows.append(dict(epoch=e, seconds=round(clock['train'], 1), **fig))
         print(json.dumps(rows[-1]), flush=True)
-        if a.text == 'lstm' and a.image == 'cnn': save_damsm(out / f'damsm-e{e}.safetensors', model.text_enc, model.img_enc, vocab, dcfg)
+        if a.text == 'lstm' and a.image == 'cnn' and not a.freeze_trunk: save_damsm(out / f'damsm-e{e}.safetensors', model.text_enc, model.img_enc, vocab, dcfg)
         (out / 'rows.json').write_text(json.dumps(dict(config=asdict(dcfg), data=a.data, rows=rows), indent=1))
         clock['t0'] = time.time()
 
     model = None
-    if a.text != 'lstm' or a.image != 'cnn':
+    if a.text != 'lstm' or a.image != 'cnn' or a.freeze_trunk:
         from attngan_edu.damsm import DAMSM
         torch.manual_seed(dcfg.seed)
         model = DAMSM(dcfg)
         if a.image != 'cnn': model.img_enc = ProbeCNN(dcfg.D, dcfg.ndf, a.image)
+    if a.freeze_trunk: model.img_enc.features.requires_grad_(False)
     if a.text != 'lstm':
         model.text_enc = WindowTextEncoder(dcfg.vocab_size, dcfg.emb_dim, dcfg.D, dcfg.dropout, int(a.text.removeprefix('window')))
     pretrain_damsm(train_ds, dcfg, model=model, epochs=max(a.epochs), on_epoch=on_epoch)

@@ -82,3 +82,52 @@ def test_judge_is_its_manifest():
     close(got, chk['figures'], chk['tolerance'])
     shipped = get_judge(verbose=False)                                   # what evaluate uses: the shipped file
     assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), judge.state_dict().values()))
+
+
+def test_pretraining_resumes_exactly(tmp_path):
+    "A DAMSM pretraining killed after an epoch and continued from its state file ends where an unbroken one does"
+    from attngan_edu.synbirds import make_synbirds
+    from attngan_edu.data import TextImageDataset
+    from attngan_edu.damsm import DAMSMConfig, pretrain_damsm
+    root = make_synbirds(tmp_path / 'data', n_train=24, n_test=8, image_size=64, seed=0)
+    ds = TextImageDataset(root, 'train', base_size=32, branch_num=1)
+    cfg = DAMSMConfig(vocab_size=len(ds.vocab), emb_dim=8, D=16, ndf=4, image_size=32, batch_size=8, epochs=2, lr_decay=0.9)
+    whole, hist = pretrain_damsm(ds, cfg)
+    state = tmp_path / 'state.pt'
+    pretrain_damsm(ds, cfg, epochs=1, state_path=state)                  # "killed" after epoch 1
+    resumed, hist2 = pretrain_damsm(ds, cfg, state_path=state)            # continues with epoch 2
+    assert [h['loss'] for h in hist2] == [h['loss'] for h in hist]
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    other = DAMSMConfig(**{**asdict(cfg), 'lr': 1e-3})
+    with pytest.raises(ValueError, match='other settings'): pretrain_damsm(ds, other, state_path=state)
+
+
+def test_build_and_use_tiny_models(tmp_path, monkeypatch):
+    "The builders on tiny recipes: files, manifest and README written; runs and get_judge then find them, and only them"
+    from attngan_edu.pretrained import build_teacher, build_judge
+    from attngan_edu.train import dataset_root, make_dataset, get_damsm
+    from attngan_edu.judge import get_judge, load_judge
+    out = tmp_path / 'shipped'
+    teacher = ('tiny', dict(data_dir=str(tmp_path / 'data'), damsm_epochs=1))
+    judge = dict(n_train=24, n_test=12, image_size=64, data_seed=2, steps=3, size=32, seed=0, batch_size=8, lr=3e-3)
+    build_teacher(tmp_path / 'work', out, 'cpu', 'test', log=lambda m: None, recipe=teacher)
+    build_judge(tmp_path / 'work', out, 'cpu', 'test', log=lambda m: None, recipe=judge, data_dir=tmp_path / 'jdata')
+    man = read_manifest(out)
+    assert sorted(e['kind'] for e in man['files'].values()) == ['damsm', 'judge']
+    assert all(set(e['figures']) and e['command'] == 'test' for e in man['files'].values())
+    monkeypatch.setenv('ATTNGAN_EDU_PRETRAINED', str(out))
+    cfg = make_config('tiny', overrides=teacher[1])
+    root = dataset_root(cfg)
+    vocab = make_dataset(cfg, root).vocab
+    assert get_damsm(cfg, root, vocab, torch.device('cpu'), log=print)[1] == out / 'damsm-synbirds.safetensors'
+    lines = []                                                            # other data: the run trains its own
+    cfg2 = make_config('tiny', overrides=dict(teacher[1], synbirds_seed=5, out_dir=str(tmp_path / 'runs')))
+    root2 = dataset_root(cfg2)
+    _, path2 = get_damsm(cfg2, root2, make_dataset(cfg2, root2).vocab, torch.device('cpu'), log=lines.append)
+    assert path2.parent.name == '_damsm' and lines[0].startswith('shipped damsm not used: ')
+    j = get_judge(**{k: v for k, v in judge.items() if k != 'data_seed'}, data_seed=2, root=tmp_path / 'jdata', verbose=False)
+    shipped = load_judge(out / 'judge-synbirds.safetensors')
+    assert all(torch.equal(a, b) for a, b in zip(j.state_dict().values(), shipped.state_dict().values()))
+    (out / 'judge-synbirds.safetensors').write_bytes(b'not the file')  # a changed file is refused by name
+    with pytest.raises(ValueError, match='sha256'):
+        get_judge(**{k: v for k, v in judge.items() if k != 'data_seed'}, data_seed=2, root=tmp_path / 'jdata', verbose=False)
