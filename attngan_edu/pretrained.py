@@ -8,14 +8,14 @@ __all__ = ['PRETRAINED_FORMAT', 'TEACHER_RECIPE', 'JUDGE_RECIPE', 'CHECK_PAIRS',
            'git_commit', 'record_pretrained', 'manifest_markdown', 'find_pretrained', 'teacher_figures',
            'judge_figures', 'build_teacher', 'build_judge']
 
-# %% ../nbs/A3_pretrained.ipynb #5f8f06e3
+# %% ../nbs/A3_pretrained.ipynb #8442d30f
 import hashlib, json, os, subprocess
 from pathlib import Path
 import attngan_edu
 from .text import atomic_write_text
 from .synbirds import get_synbirds
 
-# %% ../nbs/A3_pretrained.ipynb #1b264cc3
+# %% ../nbs/A3_pretrained.ipynb #e281063e
 PRETRAINED_FORMAT = 'attngan_edu.pretrained/1'
 _REPO = Path(attngan_edu.__file__).resolve().parent.parent     # the checkout that `make setup` installs in place
 
@@ -31,7 +31,7 @@ def file_sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()
 
-# %% ../nbs/A3_pretrained.ipynb #a535ff6a
+# %% ../nbs/A3_pretrained.ipynb #28131db1
 def data_fingerprint(root) -> str:
     """SHA-256 over the relative path and bytes of every file of a data folder, in sorted order; the loaders' own
     caches (cache/) and hidden files do not count. Two folders with the same fingerprint hold the same data."""
@@ -48,7 +48,7 @@ def vocab_sha256(itos: list) -> str:
     "A vocabulary's identity: the hash of its words in index order"
     return hashlib.sha256('\n'.join(itos).encode()).hexdigest()
 
-# %% ../nbs/A3_pretrained.ipynb #482a7918
+# %% ../nbs/A3_pretrained.ipynb #9c21ee1c
 def read_manifest(folder=None) -> dict:
     "folder/manifest.json ({'format', 'files': {name: entry}}); an empty one when the folder has none"
     path = Path(folder or pretrained_dir()) / 'manifest.json'
@@ -68,7 +68,7 @@ def check_file(name: str, entry: dict, folder=None) -> Path:
                          "rebuild it with `make pretrained`")
     return path
 
-# %% ../nbs/A3_pretrained.ipynb #a1069c77
+# %% ../nbs/A3_pretrained.ipynb #4283c376
 def git_commit(repo=None) -> str:
     "HEAD's commit of the repository the package lives in, with '+changes' when the work tree differs; '' outside git"
     repo = Path(repo or _REPO)
@@ -93,7 +93,7 @@ def record_pretrained(name: str, entry: dict, folder=None) -> dict:
     atomic_write_text(folder / 'README.md', manifest_markdown(man))
     return man['files'][name]
 
-# %% ../nbs/A3_pretrained.ipynb #e604b4bb
+# %% ../nbs/A3_pretrained.ipynb #2a3675ab
 def _figure_lines(figs: dict, indent: str = '') -> list[str]:
     out = []
     for k, v in figs.items():
@@ -116,7 +116,7 @@ def manifest_markdown(man: dict) -> str:
         out.append('')
     return '\n'.join(out)
 
-# %% ../nbs/A3_pretrained.ipynb #d2231be0
+# %% ../nbs/A3_pretrained.ipynb #41323616
 def find_pretrained(kind: str, match: dict, data_root, folder=None, log=print) -> Path | None:
     """The shipped file of `kind` ('damsm', 'judge', ...) made for these settings and this data, or None.
     match: {key: value} the entry's 'match' must equal (sizes, vocabulary hash...); data_root: the data folder the
@@ -139,7 +139,7 @@ def find_pretrained(kind: str, match: dict, data_root, folder=None, log=print) -
     log(f"shipped {kind} not used: {'; '.join(why)}")
     return None
 
-# %% ../nbs/A3_pretrained.ipynb #95bb08a3
+# %% ../nbs/A3_pretrained.ipynb #1df756b7
 def teacher_figures(damsm, test_ds, truth, vocab, n: int = 0, draws: int = 10, seed: int = 0) -> dict:
     """A DAMSM's figures as `attngan-edu evaluate` measures its teacher, on the first n (0: all) real test pairs:
     R-precision (100 candidates from other test images), the oracle's, colour/part pointing and the binding test"""
@@ -168,9 +168,9 @@ def judge_figures(judge, data: dict, n: int = 0) -> dict:
     if n: data = dict(imgs=data['imgs'][:n], targets={h: t[:n] for h, t in data['targets'].items()})
     return {h: round(a, 4) for h, a in judge_accuracy(judge, data).items()}
 
-# %% ../nbs/A3_pretrained.ipynb #dd624857
+# %% ../nbs/A3_pretrained.ipynb #f9a3333e
 # The shipped models and how they are made: (preset, overrides) for the teacher, get_judge's settings for the judge
-TEACHER_RECIPE = ('synbirds-cpu', dict(damsm_epochs=60))
+TEACHER_RECIPE = ('synbirds-cpu', dict(damsm_epochs=300, damsm_lr_decay=0.99))
 JUDGE_RECIPE = dict(n_train=2400, n_test=600, image_size=128, data_seed=1, steps=1500, size=64, seed=0, batch_size=64, lr=3e-3)
 CHECK_PAIRS, CHECK_IMAGES, CHECK_TOLERANCE = 256, 120, 0.01   # the subset a test re-measures, and how close it must come
 
