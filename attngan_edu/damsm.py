@@ -469,7 +469,8 @@ def own_word_scores(e: Tensor, v: Tensor, lengths: Tensor, gamma1: float = 4.0, 
 @torch.no_grad()
 def binding_test(model: 'DAMSM', enc: dict, vocab: Vocab, batch_size: int = 256) -> dict:
     """Does the DAMSM score each real image's caption above the same caption with two colours swapped across parts
-    (`colour_swap`)? enc: `damsm_features` of real pairs -> {n, word, sentence}: the share preferred (chance 0.5)."""
+    (`colour_swap`)? enc: `damsm_features` of real pairs -> {n, word, sentence}: the share preferred (chance 0.5;
+    None when no caption has two colours to swap)."""
     c, dev = model.config, next(model.parameters()).device
     rows, swapped = [], []
     for n in range(len(enc['caption'])):
@@ -478,7 +479,7 @@ def binding_test(model: 'DAMSM', enc: dict, vocab: Vocab, batch_size: int = 256)
         if pq is None: continue
         cap = enc['caption'][n].clone(); cap[[pq[0], pq[1]]] = cap[[pq[1], pq[0]]]
         rows.append(n); swapped.append(cap)
-    if not rows: raise ValueError("binding_test: no caption has two colour words of different colours across a part word")
+    if not rows: return dict(n=0, word=None, sentence=None)                  # no caption to swap
     won_w, won_s = [], []
     for k in range(0, len(rows), batch_size):
         i = torch.tensor(rows[k:k + batch_size])

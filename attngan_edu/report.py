@@ -261,7 +261,7 @@ def report_markdown(rep: dict) -> str:
         p = rep['damsm_pointing']
         out.append('\nThe DAMSM\'s pointing game on the real test pairs (does the argmax of a word\'s attention touch its part?): '
                    + ', '.join(f"{k} words {p[k]['hit']:.3f} (chance {p[k]['chance']:.3f}, n {p[k]['n']})" for k in p) + '.\n')
-    if rep.get('damsm_binding'):
+    if (rep.get('damsm_binding') or {}).get('n'):
         b = rep['damsm_binding']
         out.append(f"\nThe DAMSM's binding test (its caption scored above the same caption with two colours swapped across parts, "
                    f"chance 0.5): word {b['word']:.3f}, sentence {b['sentence']:.3f} ({b['n']} captions).\n")

@@ -159,6 +159,8 @@ def test_evaluate_with_judge_and_compare(work, capsys):
     assert all(0 <= rp[k][0] <= 1 for k in ('real_word', 'real_sentence', 'oracle', 'oracle_agreement'))
     assert rp['oracle_agreement'][0] <= rp['oracle'][0]       # the tie-breaking by specificity only turns misses into hits
     assert set(m['damsm_pointing']) == {'colour', 'part'} and 0 <= m['damsm_pointing']['colour']['hit'] <= 1
+    b = m['damsm_binding']                                   # the swapped-colour test of notebook 07, beside pointing
+    assert b['n'] > 0 and 0 <= b['word'] <= 1 and 0 <= b['sentence'] <= 1
     code, _, err = run(capsys, 'compare', work / 'runs')                             # no metrics.json there
     assert code == 2 and 'no evaluation report' in err
 
