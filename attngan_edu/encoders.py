@@ -58,7 +58,7 @@ class CNNImageEncoder(nn.Module):
             return [nn.Conv2d(i, o, k, s, p, bias=not bn)] + ([nn.BatchNorm2d(o)] if bn else []) + [nn.LeakyReLU(0.2, inplace=True)]
         last = down(4 * ndf, 8 * ndf) if stride == 16 else down(4 * ndf, 8 * ndf, k=1, s=1, p=0)
         self.features = nn.Sequential(*down(3, ndf, bn=False), *down(ndf, 2 * ndf), *down(2 * ndf, 4 * ndf), *last)
-        self.local_proj = nn.Conv2d(8 * ndf, D, 1, bias=False)     # v = W f   (AttnGAN eq. 8, conv1x1)
+        self.local_proj = nn.Conv2d(8 * ndf, D, 1, bias=False)     # v = W f   (AttnGAN eq. 6, conv1x1)
         self.global_proj = nn.Linear(8 * ndf, D)                    # v_bar = W_bar f_bar
 
     def forward(self, imgs: Tensor) -> tuple[Tensor, Tensor]:
