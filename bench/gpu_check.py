@@ -167,8 +167,9 @@ def part_training(device: str, tmp: Path) -> dict:
                 *(['--compile', 'true'] if os.environ.get('GPU_CHECK_COMPILE') == '1' else [])]   # compile: timed in throughput
         steps, kill_after, ev = 120, 60, ['--judge', str(small_judge(tmp, device, 600, 120, 300)), '--n', '320', '--draws', '3']
     else:
-        args = ['--preset', 'tiny', '--epochs', '0', '--max_steps', '12', '--checkpoint_every', '4', '--print_every', '2', '--sample_every', '0']
-        steps, kill_after, ev = 12, 4, ['--judge', str(small_judge(tmp, device, 24, 8, 4)), '--n', '8', '--draws', '2']
+        # 60 steps: on a fast CPU a 12-step run could reach its end in the second the loop waits before the kill
+        args = ['--preset', 'tiny', '--epochs', '0', '--max_steps', '60', '--checkpoint_every', '4', '--print_every', '2', '--sample_every', '0']
+        steps, kill_after, ev = 60, 4, ['--judge', str(small_judge(tmp, device, 24, 8, 4)), '--n', '8', '--draws', '2']
     base = [*cli, 'train', *args, '--device', device, '--out_dir', str(tmp / 'runs'), '--name', 'gpu-check', '--progress', 'false']
     run_dir = tmp / 'runs' / 'gpu-check'
     log = open(tmp / 'train1.log', 'w')
@@ -177,12 +178,13 @@ def part_training(device: str, tmp: Path) -> dict:
     while p.poll() is None:                      # kill -9 once the first checkpoint is on disk
         recs = [json.loads(l) for l in open(run_dir / 'log.jsonl')] if (run_dir / 'log.jsonl').exists() else []
         if (run_dir / 'checkpoint.pt').exists() and any(r.get('step', 0) >= kill_after for r in recs):
-            time.sleep(1.0); p.send_signal(signal.SIGKILL); p.wait(); killed_at = max(r.get('step', 0) for r in recs); break
+            time.sleep(0.3); p.send_signal(signal.SIGKILL); p.wait(); killed_at = max(r.get('step', 0) for r in recs); break
         time.sleep(0.2)
     if killed_at is None: raise RuntimeError(f'the run ended (code {p.returncode}) before it could be killed: {open(tmp / "train1.log").read()[-2000:]}')
     first_s = time.time() - t0
     import torch
     ck_step = int(torch.load(run_dir / 'checkpoint.pt', map_location='cpu', weights_only=True)['step'])
+    if ck_step >= steps: raise RuntimeError(f'the run reached its last step ({steps}) before the kill: nothing left to resume')
     q = subprocess.run([*base, '--resume'], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     if q.returncode: raise RuntimeError(f'--resume failed: {q.stderr[-2000:]}')
     recs = [json.loads(l) for l in open(run_dir / 'log.jsonl')]
