@@ -124,7 +124,7 @@ def find_pretrained(kind: str, match: dict, data_root, folder=None, log=print) -
     one line naming what differs."""
     entries = {n: e for n, e in read_manifest(folder)['files'].items() if e.get('kind') == kind}
     if not entries: return None
-    why = []
+    why, fingerprint = [], None                                # hashed once, and only if some entry's settings fit
     for name, e in entries.items():
         made = e.get('match', {})
         diff = sorted(k for k in match if made.get(k) != match[k])
@@ -132,7 +132,8 @@ def find_pretrained(kind: str, match: dict, data_root, folder=None, log=print) -
             theirs, ours = (', '.join(f"{k}={d.get(k)!r}" for k in diff) for d in (made, match))
             why.append(f"{name} was made for {theirs} (here {ours})")
             continue
-        if e['data']['fingerprint'] != data_fingerprint(data_root):
+        fingerprint = fingerprint or data_fingerprint(data_root)
+        if e['data']['fingerprint'] != fingerprint:
             why.append(f"{name} was trained on other data than {data_root} (data fingerprint differs)")
             continue
         return check_file(name, e, folder)
@@ -140,17 +141,18 @@ def find_pretrained(kind: str, match: dict, data_root, folder=None, log=print) -
     return None
 
 # %% ../nbs/A3_pretrained.ipynb #1df756b7
-def teacher_figures(damsm, test_ds, truth, vocab, n: int = 0, draws: int = 10, seed: int = 0) -> dict:
+def teacher_figures(damsm, test_ds, truth, vocab, n: int = 0, draws: int = 10, seed: int = 0, enc: dict | None = None) -> dict:
     """A DAMSM's figures as `attngan-edu evaluate` measures its teacher, on the first n (0: all) real test pairs:
-    R-precision (100 candidates from other test images), the oracle's, colour/part pointing and the binding test"""
+    R-precision (100 candidates from other test images), the oracle's, colour/part pointing and the binding test.
+    enc: those pairs' `damsm_features`, when the caller has them already"""
     from attngan_edu.damsm import damsm_features, pair_scores, r_precision, pointing_game, binding_test
-    from attngan_edu.report import CaptionPairs, oracle_scores
+    from attngan_edu.report import CaptionPairs, oracle_scores, first_of_each_image
     import torch
     c = damsm.config
-    enc = damsm_features(damsm, CaptionPairs(test_ds, n))
+    if enc is None: enc = damsm_features(damsm, CaptionPairs(test_ds, n))
     index = {k: i for i, k in enumerate(test_ds.keys)}
     image = torch.tensor([index[k] for k in enc['key']])
-    first = [int((image == i).nonzero()[0]) for i in image.unique()]
+    first = first_of_each_image(dict(image=image.tolist()))
     k = min(100, len(image) - int(torch.bincount(image).max()) + 1)
     rp = lambda scores: round(r_precision(scores, k, draws, seed, image)[0], 4)
     mentions = [truth.mentions(key, int(ci)) for key, ci in zip(enc['key'], enc['cap_idx'])]

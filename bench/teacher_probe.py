@@ -5,15 +5,17 @@
 
 Each row: the epoch, training seconds, word / sentence R-precision on the 1,280 real test pairs (100 candidates, the
 other test images' captions, 10 draws: evaluate's protocol), colour-word pointing (the argmax of eq. 9's attention
-touches the named part) and the swapped-colour binding test (`damsm.binding_test`). --set takes DAMSMConfig fields;
---lr_decay multiplies the learning rate by that factor each epoch (the reference code's 0.98)."""
+touches the named part) and the swapped-colour binding test (`damsm.binding_test`), as `pretrained.teacher_figures`
+records them for the shipped teacher, plus pointing by eq. 7 alone and per part. --set takes DAMSMConfig fields
+(e.g. lr_decay=0.98, the reference code's decay per epoch); --image and --text swap in other encoders."""
 import argparse, json, time
 from dataclasses import asdict, replace
 from pathlib import Path
 import torch
 from attngan_edu.config import make_config
 from attngan_edu.train import dataset_root, make_dataset, damsm_config
-from attngan_edu.damsm import pretrain_damsm, save_damsm, damsm_features, pair_scores, r_precision, pointing_game, binding_test
+from attngan_edu.damsm import pretrain_damsm, save_damsm, damsm_features, pointing_game
+from attngan_edu.pretrained import teacher_figures
 from attngan_edu.report import CaptionPairs
 from attngan_edu.synbirds import SynBirdsTruth
 
@@ -31,21 +33,13 @@ def raw_pointing(enc, truth, vocab):
     return round(point_hits(s[n_i, pos].view(-1, Hr, Wr), enc['masks'][n_i, p_i])[0].float().mean().item(), 4)
 
 
-def teacher_figures(model, test_ds, truth, vocab, draws=10, seed=0):
-    "The teacher's figures in evaluate's protocol on every real test pair"
-    c = model.config
-    pairs = CaptionPairs(test_ds)
-    enc = damsm_features(model, pairs)
-    key_image = {k: i for i, k in enumerate(test_ds.keys)}
-    image = torch.tensor([key_image[k] for k in enc['key']])
-    rp = lambda lvl: round(r_precision(pair_scores(enc, c.gamma1, c.gamma2, lvl), 100, draws, seed, image)[0], 4)
-    rows = pointing_game(enc, truth, vocab, c.gamma1)
-    point = {r['words']: round(r['hit'], 4) for r in rows if r['part'] == 'all'}
-    per_part = {r['part']: round(r['hit'], 3) for r in rows if r['words'] == 'colour' and r['part'] != 'all'}
-    b = binding_test(model, enc, vocab)
-    raw = raw_pointing(enc, truth, vocab)
-    return dict(point_raw=raw, colour_by_part=per_part, r_word=rp('word'), r_sentence=rp('sentence'), point_colour=point['colour'], point_part=point['part'],
-                bind_word=round(b['word'], 4), bind_sentence=round(b['sentence'], 4))
+def probe_figures(model, test_ds, truth, vocab):
+    "The shipped teacher's figures (`pretrained.teacher_figures`) plus pointing by eq. 7 alone and colour pointing per part"
+    enc = damsm_features(model, CaptionPairs(test_ds))
+    per_part = {r['part']: round(r['hit'], 3) for r in pointing_game(enc, truth, vocab, model.config.gamma1)
+                if r['words'] == 'colour' and r['part'] != 'all'}
+    return dict(teacher_figures(model, test_ds, truth, vocab, enc=enc), point_raw=raw_pointing(enc, truth, vocab),
+                colour_by_part=per_part)
 
 
 class WindowTextEncoder(torch.nn.Module):
@@ -125,7 +119,7 @@ def main():
     def on_epoch(model, e):
         if e not in a.epochs: return
         clock['train'] += time.time() - clock['t0']
-        fig = teacher_figures(model, test_ds, truth, vocab)
+        fig = probe_figures(model, test_ds, truth, vocab)
         rows.append(dict(epoch=e, seconds=round(clock['train'], 1), **fig))
         print(json.dumps(rows[-1]), flush=True)
         if a.text == 'lstm' and a.image == 'cnn' and not a.freeze_trunk: save_damsm(out / f'damsm-e{e}.safetensors', model.text_enc, model.img_enc, vocab, dcfg)
