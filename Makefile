@@ -10,7 +10,7 @@ TORCH_GPU ?= torch
 TORCH   ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo '$(TORCH_GPU)' || echo '$(TORCH_CPU)')
 PRESET  ?= synbirds-cpu
 
-.PHONY: setup run test export-check nbtest pytest clean-nbs browser course gpu-check pretrained
+.PHONY: setup run test export-check nbtest pytest clean-nbs browser course record-course gpu-check pretrained
 setup: $(VENV)/.done
 $(VENV)/.done: setup.py settings.ini
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,16 +50,16 @@ pytest: setup browser
 clean-nbs: setup
 	$(BIN)/nbdev_clean
 
-# The course's results table (notebook 09, README): the same data, DAMSM, step budget and evaluation for every arm;
-# the three AttnGAN arms (lam = 5, lam = 0, and a sentence-only stage instead of word attention) and DF-GAN (notebook 11)
-# with two seeds each.
+# The course's results table (notebook 09, README): the same data, teacher, step budget and evaluation for every arm;
+# every arm as its authors' released code trains it (StackGAN++ with its mismatched pairs); the three AttnGAN arms
+# (lam = 5, lam = 0, and a sentence-only stage instead of word attention) and DF-GAN (notebook 11) with two seeds each.
 # `make -j2 course` trains two arms at a time. Each arm: 1 CPU thread (COURSE_THREADS), COURSE_STEPS steps.
 COURSE_DIR     ?= runs/course
 COURSE_STEPS   ?= 2400
 COURSE_THREADS ?= 1
 COURSE_ARMS    := stackgan attngan attngan-s1 attngan-no-damsm attngan-no-damsm-s1 attngan-no-attn attngan-no-attn-s1 \
                   stackganpp stackganpp-lc dfgan dfgan-s1
-# the course's widths: 16 for G and D (the main job now trains at 24), DF-GAN its own nf = 8
+# the course's widths: 16 for G and D (the main job trains at 24), DF-GAN its own nf = 8
 W16                      := --ngf 16 --ndf 16
 ARGS_stackgan            := --model stackgan $(W16) --base_size 64
 ARGS_stackganpp          := --model stackganpp $(W16)
@@ -72,10 +72,12 @@ ARGS_attngan-no-attn     := --word_attention false $(W16)
 ARGS_attngan-no-attn-s1  := --word_attention false --seed 1 $(W16)
 ARGS_dfgan               := --model dfgan
 ARGS_dfgan-s1            := --model dfgan --seed 1
-COURSE_DAMSM = $(COURSE_DIR)/damsm.safetensors
+# the shipped teacher (data/pretrained/), for every arm whatever its image size; the step that finds it fails, naming
+# what differs, when the data built here is not the data it was trained on
+COURSE_TEACHER = $(COURSE_DIR)/teacher.path
 COURSE_TRAIN = OMP_NUM_THREADS=$(COURSE_THREADS) $(BIN)/attngan-edu train --preset synbirds-cpu --out_dir $(COURSE_DIR) \
 	--threads $(COURSE_THREADS) --max_steps $(COURSE_STEPS) --checkpoint_every 600 --sample_every 600 --progress false \
-	--damsm_path $(COURSE_DAMSM)
+	--damsm_path "$$(cat $(COURSE_TEACHER))"
 # make -j2 starts the arms in this order, the longest first (their training minutes in the README's table), so that
 # the two last to finish end close together instead of one running alone at the end
 COURSE_ORDER   := stackgan attngan attngan-s1 attngan-no-attn attngan-no-attn-s1 attngan-no-damsm attngan-no-damsm-s1 \
@@ -83,14 +85,20 @@ COURSE_ORDER   := stackgan attngan attngan-s1 attngan-no-attn attngan-no-attn-s1
 course: $(COURSE_DIR)/results.md
 $(COURSE_DIR)/results.md: $(foreach a,$(COURSE_ORDER),$(COURSE_DIR)/$(a)/metrics.json)
 	$(BIN)/attngan-edu compare $(addprefix $(COURSE_DIR)/,$(COURSE_ARMS)) --out $@
-$(COURSE_DIR)/%/metrics.json: $(COURSE_DAMSM)
+$(COURSE_DIR)/%/metrics.json: $(COURSE_TEACHER)
 	$(COURSE_TRAIN) --name $* $(ARGS_$*) $$(test -f $(COURSE_DIR)/$*/checkpoint.pt && echo --resume)   # a killed arm continues
 	OMP_NUM_THREADS=$(COURSE_THREADS) $(BIN)/attngan-edu evaluate --checkpoint $(COURSE_DIR)/$* --threads $(COURSE_THREADS)
-# One DAMSM for every arm (the main job's settings but 40 epochs: the DAMSM the README's course table was measured
-# with; the main job has trained 60 since 2026-11-30), and the judge trained once before the arms need it.
-$(COURSE_DAMSM): | $(VENV)/.done
+# The course's figures as the notebooks and the README read them: each arm's metrics.json and the table, in data/course/
+record-course: course
+	mkdir -p data/course
+	for a in $(COURSE_ARMS); do cp $(COURSE_DIR)/$$a/metrics.json data/course/$$a.json; done
+	cp $(COURSE_DIR)/results.md data/course/results.md
+# the teacher found once, and the judge (shipped, or trained here when the data differs) ready before the arms need it
+$(COURSE_TEACHER): | $(VENV)/.done
+	mkdir -p $(COURSE_DIR)
 	OMP_NUM_THREADS=2 $(BIN)/python -c "from attngan_edu.judge import get_judge; get_judge()"
-	OMP_NUM_THREADS=2 $(BIN)/attngan-edu train-damsm --preset synbirds-cpu --damsm_epochs 40 --out $@
+	$(BIN)/python -c "from attngan_edu.pretrained import shipped_teacher; print(shipped_teacher(log=lambda *_: None))" > $@.tmp
+	mv $@.tmp $@
 
 # The GPU path in one command (bench/gpu_check.py, bench/README.md "On a GPU"): environment, a CPU-vs-CUDA training
 # step, a short real run with kill and --resume, evaluate, and throughput with FLOPs -> gpu_check.json and .md in bench/.

@@ -59,6 +59,7 @@ class Config:
     gan_loss: str = 'bce'          # eqs. 4-5 as written ('bce') or the hinge loss (notebook 06's stabilisers)
     spectral_norm: bool = False    # spectral normalisation of every discriminator weight (notebook 06)
     color_alpha: float = 0.0       # StackGAN++ colour-consistency weight (model = 'stackganpp' only)
+    stackganpp_loss: str = 'reference'  # StackGAN++ D: 'reference' (the released code: + real image, wrong caption) | 'paper'
     stage1_steps: int = 0          # model 'stackgan': steps of Stage-I alone, then Stage-II on the frozen Stage-I; 0 -> half
     magp_k: float = 2.0            # model 'dfgan': MA-GP weight k (DF-GAN eq. 2)
     magp_p: float = 6.0            # model 'dfgan': MA-GP power p
@@ -100,7 +101,7 @@ class Config:
 
 CHOICES = dict(dataset=('synbirds', 'birds', 'coco'), model=('attngan', 'stackgan', 'stackganpp', 'dfgan'),
                precision=('auto', 'fp32', 'bf16', 'fp16'), damsm_image_encoder=('cnn', 'inception'), damsm=('shipped', 'train'),
-               weighting=('paper', 'reference'), gan_loss=('bce', 'hinge'), damsm_cnn_stride=(8, 16),
+               weighting=('paper', 'reference'), stackganpp_loss=('reference', 'paper'), gan_loss=('bce', 'hinge'), damsm_cnn_stride=(8, 16),
                damsm_reduction=('mean', 'sum'), attn_init=('orthogonal', 'torch'))
 
 # %% ../nbs/08_train.ipynb #f80643e6

@@ -119,8 +119,10 @@ def d_losses(cfg: Config, Ds: nn.ModuleList, real_imgs: list[Tensor], fake_imgs:
         return stackgan_d_loss(Ds[i].logits(feats, sent_emb), Ds[i].logits(feats, mismatched(sent_emb)), Ds[i](x_hat.detach(), sent_emb))
     c, loss = mu.detach(), 0
     for D_i, x, x_hat in zip(Ds, real_imgs, fake_imgs):
-        (real_u, real_c), (fake_u, fake_c) = D_i(x, c), D_i(x_hat.detach(), c)
-        loss = loss + stackganpp_d_loss(real_u, fake_u, real_c, fake_c)    # its argument order: both uncond, then both cond
+        feats = D_i.features(x)
+        (real_u, real_c), (fake_u, fake_c) = D_i.logits(feats, c), D_i(x_hat.detach(), c)
+        wrong_c = D_i.logits(feats, mismatched(c))[1] if cfg.stackganpp_loss == 'reference' else None
+        loss = loss + stackganpp_d_loss(real_u, fake_u, real_c, fake_c, wrong_c)   # argument order: both uncond, both cond, wrong
     return loss
 
 def g_adv_losses(cfg: Config, Ds: nn.ModuleList, fake_imgs: list[Tensor], sent_emb: Tensor, mu: Tensor) -> Tensor:

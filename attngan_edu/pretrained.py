@@ -6,7 +6,7 @@
 __all__ = ['PRETRAINED_FORMAT', 'TEACHER_RECIPE', 'JUDGE_RECIPE', 'CHECK_PAIRS', 'CHECK_IMAGES', 'CHECK_TOLERANCE',
            'pretrained_dir', 'file_sha256', 'data_fingerprint', 'vocab_sha256', 'read_manifest', 'check_file',
            'git_commit', 'record_pretrained', 'manifest_markdown', 'find_pretrained', 'teacher_figures',
-           'judge_figures', 'build_teacher', 'build_judge']
+           'judge_figures', 'build_teacher', 'build_judge', 'shipped_teacher']
 
 # %% ../nbs/A3_pretrained.ipynb #8442d30f
 import hashlib, json, os, subprocess
@@ -238,3 +238,17 @@ def build_judge(work, out=None, device: str = 'auto', command: str = '', log=pri
                  figures=dict(test_accuracy=judge_figures(judge, test)),
                  check=dict(images=CHECK_IMAGES, tolerance=CHECK_TOLERANCE, figures=judge_figures(judge, test, CHECK_IMAGES)))
     return _install(work / name, out, name, entry, log)
+
+# %% ../nbs/A3_pretrained.ipynb #265f21c1
+def shipped_teacher(preset: str = 'synbirds-cpu', overrides: dict | None = None, log=print) -> Path:
+    """The shipped DAMSM that fits a preset's data (built if missing), or FileNotFoundError naming what differs.
+    `make course` gives it to every arm, whatever their image sizes, so that all arms learn from one teacher."""
+    from attngan_edu.config import make_config
+    from attngan_edu.train import dataset_root, make_dataset, teacher_match
+    cfg = make_config(preset, overrides=overrides or {})
+    root = dataset_root(cfg)
+    why = []
+    path = find_pretrained('damsm', teacher_match(cfg, make_dataset(cfg, root, 'train').vocab), root, log=why.append)
+    if path is None: raise FileNotFoundError(f"no shipped teacher fits preset {preset!r}: {'; '.join(why) or 'none in ' + str(pretrained_dir())}")
+    log(f"shipped teacher for {preset}: {path}")
+    return path

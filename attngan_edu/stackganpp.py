@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from .blocks import Im2colConv2d, conv3x3, GLU, up_block, ResBlock, down_block, downsample_16
 from .ca import CondAugment, kl_divergence
+from .stackgan import mismatched
 
 # %% ../nbs/05_stackganpp.ipynb #662f3111
 def _check_base_size(base_size: int):
@@ -108,16 +109,23 @@ class StackGANppD(nn.Module):
             self.joint = leaky_block(ndf * 8 + cond_dim, ndf * 8)
             self.cond_logits = Im2colConv2d(ndf * 8, 1, kernel_size=k, stride=k)
 
-    def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def features(self, x: Tensor) -> Tensor:
+        "x (B, 3, size, size) -> (B, 8·ndf, base_size/16, base_size/16)"
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != self.size or x.shape[3] != self.size:
             raise ValueError(f"StackGANppD(scale={self.scale}): x must be (B, 3, {self.size}, {self.size}), got {tuple(x.shape)}")
-        feat = self.encode(x)                                 # (B, 8·ndf, base_size/16, base_size/16)
+        return self.encode(x)
+
+    def logits(self, feat: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        "features of x [, c] -> (uncond logits (B,), cond logits (B,) or None)"
         uncond = self.uncond_logits(feat).view(-1)
         if c is None or self.cond_dim is None:
             if c is not None: raise ValueError("StackGANppD: got c but was built without cond_dim")
             return uncond, None
         c = c[:, :, None, None].expand(-1, -1, feat.shape[2], feat.shape[3])
         return uncond, self.cond_logits(self.joint(torch.cat([c, feat], dim=1))).view(-1)
+
+    def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return self.logits(self.features(x), c)
 
 def make_discriminators(branch_num: int, ndf: int = 64, base_size: int = 64, cond_dim: int | None = None) -> nn.ModuleList:
     "[D_0 … D_{m-1}], one per scale"
@@ -127,11 +135,16 @@ def make_discriminators(branch_num: int, ndf: int = 64, base_size: int = 64, con
 def _bce(logits: Tensor, target: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
-def d_loss(real_uncond: Tensor, fake_uncond: Tensor, real_cond: Tensor | None = None, fake_cond: Tensor | None = None) -> Tensor:
-    "L_{D_i} from logits (B,): -E[log D(x)] - E[log(1-D(s))] [- E[log D(x,c)] - E[log(1-D(s,c))]]"
+def d_loss(real_uncond: Tensor, fake_uncond: Tensor, real_cond: Tensor | None = None, fake_cond: Tensor | None = None,
+           wrong_cond: Tensor | None = None) -> Tensor:
+    """L_{D_i} from logits (B,): -E[log D(x)] - E[log(1-D(s))] [- E[log D(x,c)] - E[log(1-D(s,c))]]
+    [- E[log(1-D(x,c'))] - E[log D(x)]]: the last two (the reference code's mismatched pair) when wrong_cond is given"""
     loss = _bce(real_uncond, 1.) + _bce(fake_uncond, 0.)
     if (real_cond is None) != (fake_cond is None): raise ValueError("d_loss: give both real_cond and fake_cond, or neither")
     if real_cond is not None: loss = loss + _bce(real_cond, 1.) + _bce(fake_cond, 0.)
+    if wrong_cond is not None:
+        if real_cond is None: raise ValueError("d_loss: wrong_cond needs the conditional terms (real_cond, fake_cond)")
+        loss = loss + _bce(wrong_cond, 0.) + _bce(real_uncond, 1.)   # the mismatched pair's image is real
     return loss
 
 def g_loss(fake_uncond: Tensor, fake_cond: Tensor | None = None) -> Tensor:
@@ -177,8 +190,9 @@ def color_gaps(fake_imgs: list[Tensor]) -> Tensor:
 def train_step(G: StackGANppG, Ds: nn.ModuleList, opt_G: torch.optim.Optimizer, opt_Ds: list,
                real_imgs: list[Tensor], z: Tensor, sent_emb: Tensor | None = None, alpha: float = 0.0,
                lambda1: float = 1.0, lambda2: float = 5.0, reduction: str = 'paper', detach_lo: bool = False,
-               lam_kl: float = 1.0) -> dict:
-    "One D update per scale, then one G update. real_imgs [x_0 … x_{m-1}], z (B, z_dim), sent_emb (B, embed_dim) or None"
+               lam_kl: float = 1.0, wrong: bool = True) -> dict:
+    """One D update per scale, then one G update. real_imgs [x_0 … x_{m-1}], z (B, z_dim), sent_emb (B, embed_dim) or
+    None; wrong: with a caption, D also rejects real images with mismatched captions (the reference code's term)"""
     if len(real_imgs) != len(Ds) or len(Ds) != G.branch_num:
         raise ValueError(f"train_step: need one real batch per discriminator per branch, got {len(real_imgs)} batches, "
                          f"{len(Ds)} Ds, {G.branch_num} branches")
@@ -187,9 +201,11 @@ def train_step(G: StackGANppG, Ds: nn.ModuleList, opt_G: torch.optim.Optimizer, 
     out = {}
     for i, (D, opt_D) in enumerate(zip(Ds, opt_Ds)):
         D.requires_grad_(True); opt_D.zero_grad()
-        real_u, real_c = D(real_imgs[i], c)
+        feat = D.features(real_imgs[i])
+        real_u, real_c = D.logits(feat, c)
         fake_u, fake_c = D(fake_imgs[i].detach(), c)
-        L_D = d_loss(real_u, fake_u, real_c, fake_c)
+        wrong_c = D.logits(feat, mismatched(c))[1] if wrong and c is not None else None
+        L_D = d_loss(real_u, fake_u, real_c, fake_c, wrong_c)
         L_D.backward(); opt_D.step()
         out[f'L_D{i}'] = L_D.item()
     opt_G.zero_grad()

@@ -131,3 +131,11 @@ def test_build_and_use_tiny_models(tmp_path, monkeypatch):
     (out / 'judge-synbirds.safetensors').write_bytes(b'not the file')  # a changed file is refused by name
     with pytest.raises(ValueError, match='sha256'):
         get_judge(**{k: v for k, v in judge.items() if k != 'data_seed'}, data_seed=2, root=tmp_path / 'jdata', verbose=False)
+
+
+def test_course_finds_shipped_teacher(teacher_env):
+    from attngan_edu.pretrained import shipped_teacher
+    assert shipped_teacher(log=lambda *_: None) == pretrained_dir() / entry('damsm')[0]
+    # other SynBirds (another seed, so another vocabulary and fingerprint): an error that names what differs
+    with pytest.raises(FileNotFoundError, match='no shipped teacher fits.*vocab_sha256'):
+        shipped_teacher(overrides=dict(synbirds_seed=5, synbirds_n_train=16, synbirds_n_test=16), log=lambda *_: None)
