@@ -125,10 +125,13 @@ def damsm_from_checkpoint(ckpt: dict, device: torch.device):
     return model.to(device).freeze(), Vocab(d['itos'])
 
 def load_run(checkpoint: str | Path, device: str = 'auto'):
-    "(cfg, G_ema, DAMSM, vocab, ckpt, device) rebuilt from a training checkpoint alone: what sample, evaluate and the explorer use"
+    "(cfg, G_ema, DAMSM, vocab, ckpt, device) from a run folder, its checkpoint.pt or a shipped generator (.safetensors): what sample, evaluate and the explorer use"
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir(): checkpoint = checkpoint / 'checkpoint.pt'
-    ckpt = check_checkpoint(load_checkpoint(checkpoint), checkpoint)
+    if checkpoint.suffix == '.safetensors':                 # a shipped generator (appendix A3): the same parts, no D
+        from attngan_edu.pretrained import read_gan
+        ckpt = read_gan(checkpoint)
+    else: ckpt = check_checkpoint(load_checkpoint(checkpoint), checkpoint)
     cfg = validate(Config(**{k: check_value(k, v, f'{checkpoint} config') for k, v in ckpt['config'].items()}))
     dev = resolve_device(device)
     G, _ = build_gan(cfg)

@@ -168,10 +168,12 @@ def cmd_evaluate(args) -> int:
     return 0
 
 def cmd_pretrained(args) -> int:
-    "Build data/pretrained/ (appendix A3): the DAMSM teacher and the SynBirds judge, each resumable in --work"
-    from attngan_edu.pretrained import build_teacher, build_judge
+    "Build data/pretrained/ (appendix A3): the DAMSM teacher, the SynBirds judge, then the course's GANs, each resumable in --work"
+    from functools import partial
+    from attngan_edu.pretrained import build_teacher, build_judge, build_gan, GAN_RECIPES
     if args.threads: torch.set_num_threads(args.threads)
-    builders = dict(teacher=build_teacher, judge=build_judge)
+    builders = dict(teacher=build_teacher, judge=build_judge,
+                    **{m: partial(build_gan, m, threads=args.threads) for m in GAN_RECIPES})
     for what in args.only or list(builders):
         t0 = time.time()
         command = f"attngan-edu pretrained --only {what} --device {args.device}" + (f" --threads {args.threads}" if args.threads else '')
@@ -227,8 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--r-pairs', type=int, default=2000, help='R-precision on at most this many pairs (a seeded subset above)')
     e.add_argument('--threads', type=int, default=0); e.add_argument('--device', default='auto')
     e.add_argument('--out', help='folder for metrics.json and metrics.md (default: the run folder)')
-    pt = sub.add_parser('pretrained', help='build the shipped models of data/pretrained/ (the DAMSM teacher, the judge)', allow_abbrev=False)
-    pt.add_argument('--only', nargs='+', choices=('teacher', 'judge'), help='build only these (default: both)')
+    pt = sub.add_parser('pretrained', help='build the shipped models of data/pretrained/ (the DAMSM teacher, the judge, the GANs)', allow_abbrev=False)
+    pt.add_argument('--only', nargs='+', choices=('teacher', 'judge', 'stackgan', 'stackganpp', 'dfgan', 'attngan'),
+                    help='build only these, in this order (default: all, the teacher first: the GANs learn from it)')
     pt.add_argument('--work', default='runs/pretrained', help='where training happens and resumes from')
     pt.add_argument('--out', help='the folder to install into (default: data/pretrained/)')
     pt.add_argument('--device', default='auto'); pt.add_argument('--threads', type=int, default=0)

@@ -128,6 +128,19 @@ def test_build_and_use_tiny_models(tmp_path, monkeypatch):
     j = get_judge(**{k: v for k, v in judge.items() if k != 'data_seed'}, data_seed=2, root=tmp_path / 'jdata', verbose=False)
     shipped = load_judge(out / 'judge-synbirds.safetensors')
     assert all(torch.equal(a, b) for a, b in zip(j.state_dict().values(), shipped.state_dict().values()))
+    # a GAN learns from the shipped teacher, is evaluated, installed, found, and opens as a run does
+    from attngan_edu.pretrained import build_gan
+    from attngan_edu.train import load_run
+    from attngan_edu.report import evaluate_run
+    gan = build_gan('attngan', tmp_path / 'work', out, 'cpu', 'test', log=lambda m: None, judge=shipped,
+                    recipe=('tiny', dict(teacher[1], max_steps=2)))
+    e = read_manifest(out)['files'][gan.name]
+    assert e['kind'] == 'attngan' and e['teacher']['name'] == 'damsm-synbirds.safetensors' and e['config']['damsm_path'] == e['teacher']['name']
+    assert e['figures']['step'] == 2 and 0 <= e['check']['figures']['attribute_accuracy'] <= 1
+    cfg_g, G, damsm, vocab_g, ck, _ = load_run(gan)
+    assert cfg_g.model == 'attngan' and ck['step'] == 2 and vocab_g.itos == vocab.itos
+    again = evaluate_run(gan, n=e['check']['pairs'], seed=0, judge=shipped, device='cpu', log=lambda m: None)
+    assert again['judge']['attribute_accuracy']['all'] == e['check']['figures']['attribute_accuracy']
     (out / 'judge-synbirds.safetensors').write_bytes(b'not the file')  # a changed file is refused by name
     with pytest.raises(ValueError, match='sha256'):
         get_judge(**{k: v for k, v in judge.items() if k != 'data_seed'}, data_seed=2, root=tmp_path / 'jdata', verbose=False)
