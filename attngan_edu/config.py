@@ -295,7 +295,7 @@ def dfgan_defaults(preset: str | None, values: dict) -> dict:
     N_z = 100, batch 32, Adam(0, 0.9) with lr 1e-4 (G) and 4e-4 (D), 1301/301 epochs, no DAMSM loss); any other preset keeps
     its final image size and (but for synbirds-cpu) its widths, with DF-GAN's optimiser and learning rates."""
     # DF-GAN keeps no EMA generator; its released code feeds [z, e_bar] to the affine layers: with e_bar alone (the paper)
-    # 4 of our 6 course-length synbirds-cpu runs collapsed to one flat colour (bench/recipe.md, section 8)
+    # 4 of our 6 course-length synbirds-cpu runs collapsed to one flat colour (bench/recipe.md, section 3.4)
     one_stage = dict(branch_num=1, lam=0.0, beta1=0.0, beta2=0.9, ema_decay=0.0, dfgan_cond_noise=True)
     if preset in ('birds', 'coco'):
         return dict(one_stage, base_size=256, ngf=32, ndf=32, z_dim=100, batch_size=32, lr_g=1e-4, lr_d=4e-4,

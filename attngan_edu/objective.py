@@ -83,7 +83,7 @@ def build_gan(cfg: Config) -> tuple[nn.Module, nn.ModuleList]:
         Ds = nn.ModuleList([DFDiscriminator(cfg.ndf, cfg.base_size, cfg.embedding_dim)])
     else: raise ConfigError(f"config: unknown model {cfg.model!r}")
     if cfg.model != 'dfgan':
-        # 'torch' leaves U (AttnGAN's only Conv1d) at PyTorch's default: never worse in short runs (bench/recipe.md §9)
+        # 'torch' leaves U (AttnGAN's only Conv1d) at PyTorch's default: never worse in short runs (bench/recipe.md §3.2)
         G.apply(lambda m: None if cfg.attn_init == 'torch' and isinstance(m, nn.Conv1d) else init_weights(m))
         Ds.apply(init_weights)
     if cfg.spectral_norm: spectral_normalize(Ds)

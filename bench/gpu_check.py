@@ -148,7 +148,7 @@ def part_notebook_gpu_cells(device: str, tmp: Path) -> dict:
 
 def small_judge(tmp: Path, device: str, n_train: int, n_test: int, steps: int) -> Path:
     """A SynBirds judge trained on the device (on the GPU: 720 birds, 300 steps, seconds): what evaluate scores with here.
-    The standard judge (3,000 birds rendered on the CPU, 1,500 steps) alone took 100 s of session 4's training part."""
+    Training the standard judge (3,000 birds rendered on the CPU, 1,500 steps) took 100 s of the H200 check's training part."""
     from attngan_edu.judge import get_judge, judge_path
     kw = dict(n_train=n_train, n_test=n_test, steps=steps, root=tmp / 'judge')
     get_judge(device=device, verbose=False, **kw)
@@ -206,7 +206,7 @@ def part_training(device: str, tmp: Path) -> dict:
                 judge_IS=(j.get('IS') or [None])[0])
 
 
-# (function, time cap in seconds on a GPU; 240 each on a CPU). Estimated from session 4's H200 timings (bench/README):
+# (function, time cap in seconds on a GPU; 240 each on a CPU). Estimated from the H200 timings of bench/README.md:
 # about 5 + 20 + 120 (two compiles) + 20 + 100 + 130 s, near the 360 s budget; the caps only stop a hang.
 PARTS = {'env': (part_env, 30), 'equivalence': (part_equivalence, 60), 'cuda_tests': (part_cuda_tests, 180),
          'notebook_gpu_cells': (part_notebook_gpu_cells, 60), 'training': (part_training, 150),
