@@ -23,12 +23,15 @@ $(VENV)/.done: setup.py settings.ini
 run: setup
 	$(BIN)/attngan-edu train --preset $(PRESET)
 
-# The shipped models of data/pretrained/ (appendix A3): the DAMSM teacher and the SynBirds judge, trained, measured and
-# recorded in data/pretrained/manifest.json. Resumable: a killed build continues from runs/pretrained/ (the teacher's
-# training state is saved every epoch); `rm -r runs/pretrained` first to rebuild from nothing. DEVICE=cuda on a GPU.
+# The shipped models of data/pretrained/ (appendix A3): the DAMSM teacher, the SynBirds judge, then the course's GANs
+# (StackGAN, StackGAN++, DF-GAN, AttnGAN, which learn from that teacher), each trained, measured and recorded in
+# data/pretrained/manifest.json. Resumable: a killed build continues from runs/pretrained/ (the teacher's training state
+# every epoch, the GANs' checkpoints); `rm -r runs/pretrained` first to rebuild from nothing. DEVICE=cuda on a GPU;
+# PRETRAINED_ONLY="stackgan dfgan" builds only those.
 PRETRAINED_DEVICE = $(if $(filter command line,$(origin DEVICE)),$(DEVICE),auto)
 pretrained: setup
-	OMP_NUM_THREADS=2 $(BIN)/attngan-edu pretrained --work runs/pretrained --device $(PRETRAINED_DEVICE) --threads 2
+	OMP_NUM_THREADS=2 $(BIN)/attngan-edu pretrained --work runs/pretrained --device $(PRETRAINED_DEVICE) --threads 2 \
+	  $(if $(PRETRAINED_ONLY),--only $(PRETRAINED_ONLY))
 
 # The whole test suite: notebooks are the only source, then every notebook, then tests/.
 test: setup export-check nbtest pytest

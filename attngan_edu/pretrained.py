@@ -7,7 +7,7 @@ __all__ = ['PRETRAINED_FORMAT', 'TEACHER_RECIPE', 'JUDGE_RECIPE', 'CHECK_PAIRS',
            'GAN_FORMAT', 'GAN_RECIPES', 'GAN_CHECK', 'pretrained_dir', 'file_sha256', 'data_fingerprint',
            'vocab_sha256', 'read_manifest', 'check_file', 'git_commit', 'record_pretrained', 'manifest_markdown',
            'find_pretrained', 'teacher_figures', 'judge_figures', 'build_teacher', 'build_judge', 'shipped_teacher',
-           'save_gan', 'read_gan', 'gan_figures', 'build_gan', 'shipped_gan']
+           'save_gan', 'read_gan', 'gan_figures', 'build_gan', 'shipped_gan', 'open_shipped']
 
 # %% ../nbs/A3_pretrained.ipynb #8442d30f
 import hashlib, json, os, subprocess
@@ -87,11 +87,14 @@ def record_pretrained(name: str, entry: dict, folder=None) -> dict:
     if not path.is_file(): raise FileNotFoundError(f"record_pretrained: {path} does not exist")
     for k in ('kind', 'match', 'data', 'command', 'figures'):
         if k not in entry: raise ValueError(f"record_pretrained: the entry for {name} has no {k!r}")
-    man = read_manifest(folder)
-    man['files'][name] = dict(entry, bytes=path.stat().st_size, sha256=file_sha256(path))
-    man['files'] = dict(sorted(man['files'].items()))
-    atomic_write_text(folder / 'manifest.json', json.dumps(man, indent=1) + '\n')
-    atomic_write_text(folder / 'README.md', manifest_markdown(man))
+    import fcntl
+    with open(folder / '.manifest.lock', 'w') as lock:     # two builders finishing at once must not lose an entry
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        man = read_manifest(folder)
+        man['files'][name] = dict(entry, bytes=path.stat().st_size, sha256=file_sha256(path))
+        man['files'] = dict(sorted(man['files'].items()))
+        atomic_write_text(folder / 'manifest.json', json.dumps(man, indent=1) + '\n')
+        atomic_write_text(folder / 'README.md', manifest_markdown(man))
     return man['files'][name]
 
 # %% ../nbs/A3_pretrained.ipynb #2a3675ab
@@ -354,3 +357,19 @@ def shipped_gan(model: str, preset: str = 'synbirds-cpu', log=print) -> Path | N
     root = dataset_root(cfg)
     match = dict(dataset=cfg.dataset, vocab_sha256=vocab_sha256(list(make_dataset(cfg, root, 'train').vocab.itos)))
     return find_pretrained(model, match, root, log=log)
+
+# %% ../nbs/A3_pretrained.ipynb #4f568edc
+def open_shipped(model: str, n: int = 8, preset: str = 'synbirds-cpu', device: str = 'cpu') -> dict:
+    """The shipped `model` opened as a run (load_run) and drawn for the first n fixed test captions, noise and CA noise
+    of its run: dict(cfg, G, damsm, vocab, step, figures, captions, imgs: one (n, 3, S, S) per stage, att_maps, fixed)"""
+    from attngan_edu.train import load_run, sample
+    why = []
+    path = shipped_gan(model, preset, log=why.append)
+    if path is None: raise FileNotFoundError(f"no shipped {model} fits preset {preset!r}: {'; '.join(why) or 'none in ' + str(pretrained_dir())}"
+                                             " (`make pretrained` builds it)")
+    cfg, G, damsm, vocab, ck, dev = load_run(path, device)
+    fx = {k: v[:n] for k, v in ck['fixed'].items()}
+    imgs, att = sample(cfg, G, damsm.text_enc, fx['caption'], fx['cap_len'], fx['z'], dev, fx['eps'])
+    captions = [' '.join(vocab.decode(c[:l].tolist())) for c, l in zip(fx['caption'], fx['cap_len'])]
+    return dict(cfg=cfg, G=G, damsm=damsm, vocab=vocab, step=ck['step'], figures=read_manifest()['files'][path.name]['figures'],
+                captions=captions, imgs=imgs, att_maps=att, fixed=fx)

@@ -152,3 +152,28 @@ def test_course_finds_shipped_teacher(teacher_env):
     # other SynBirds (another seed, so another vocabulary and fingerprint): an error that names what differs
     with pytest.raises(FileNotFoundError, match='no shipped teacher fits.*vocab_sha256'):
         shipped_teacher(overrides=dict(synbirds_seed=5, synbirds_n_train=16, synbirds_n_test=16), log=lambda *_: None)
+
+
+# The course's GANs the folder ships now (appendix A3's GAN_RECIPES lists how each is made)
+SHIPPED_GANS = sorted(e['kind'] for e in MAN['files'].values() if e['kind'] not in ('damsm', 'judge'))
+
+
+def test_shipped_gans_are_the_recipes():
+    from attngan_edu.pretrained import GAN_RECIPES
+    assert SHIPPED_GANS == sorted(GAN_RECIPES), f"shipped {SHIPPED_GANS}, recipes {sorted(GAN_RECIPES)}: run `make pretrained`"
+
+
+@pytest.mark.parametrize('model', SHIPPED_GANS)
+def test_gan_is_its_manifest(model):
+    "Each shipped GAN: its bytes, the teacher it learned from, and its check figures measured again on the CPU"
+    from attngan_edu.pretrained import gan_figures, open_shipped, file_sha256, GAN_RECIPES
+    from attngan_edu.report import evaluate_run
+    name, e = entry(model)
+    path = check_file(name, e)
+    t_name, t = entry('damsm')
+    assert e['teacher'] == dict(name=t_name, sha256=t['sha256']), "a GAN must have learned from the shipped teacher"
+    assert e['recipe'] == dict(preset=GAN_RECIPES[model][0], overrides=GAN_RECIPES[model][1])
+    got = gan_figures(evaluate_run(path, n=e['check']['pairs'], seed=0, device='cpu', log=lambda m: None))
+    close(got, e['check']['figures'], e['check']['tolerance'])
+    s = open_shipped(model, n=4)
+    assert s['step'] == e['figures']['step'] == e['config']['max_steps'] and len(s['captions']) == len(s['imgs'][0]) == 4
