@@ -267,6 +267,9 @@ def find_run(*runs_dirs: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 def default_run(runs_dirs=('runs', '../runs'), tiny: bool = False) -> Path:
-    "$ATTNGAN_EDU_RUN if set; else (unless tiny) the newest AttnGAN run in runs_dirs; else the cached tiny run"
+    """$ATTNGAN_EDU_RUN if set; else the cached tiny run if `tiny` (the tests); else the AttnGAN the course ships
+    (data/pretrained/); else the newest AttnGAN run in runs_dirs; else the tiny run"""
     if os.environ.get('ATTNGAN_EDU_RUN'): return Path(os.environ['ATTNGAN_EDU_RUN'])
-    return (None if tiny else find_run(*runs_dirs)) or tiny_run()
+    if tiny: return tiny_run()
+    from attngan_edu.pretrained import shipped_gan
+    return shipped_gan('attngan') or find_run(*runs_dirs) or tiny_run()
