@@ -329,7 +329,7 @@ def build_gan(model: str, work, out=None, device: str = 'auto', command: str = '
     teacher = shipped_teacher(preset, {k: v for k, v in overrides.items() if k in DATA_KEYS}, log=log)
     cfg = make_config(preset, overrides=dict(overrides, name=model, out_dir=str(work), damsm_path=str(teacher), device=device,
                                              progress=False, **({'threads': threads} if threads else {})))
-    run, name = work / model, f'{model}-synbirds.safetensors'
+    run, name, commit = work / model, f'{model}-synbirds.safetensors', git_commit()    # the code it is trained with
     resume = (run / 'checkpoint.pt').is_file()
     if not resume or load_checkpoint(run / 'checkpoint.pt')['step'] < cfg.max_steps:
         log(f"{model}: {cfg.max_steps} steps in {run}" + (" (continuing)" if resume else ''))
@@ -344,7 +344,7 @@ def build_gan(model: str, work, out=None, device: str = 'auto', command: str = '
     entry = dict(kind=model, match=dict(dataset=cfg.dataset, vocab_sha256=vocab_sha256(list(vocab.itos))),
                  config=ckpt['config'], data=_data_entry(cfg, root), teacher=dict(name=teacher.name, sha256=file_sha256(teacher)),
                  command=command or f"attngan-edu pretrained --only {model}", recipe=dict(preset=preset, overrides=overrides),
-                 commit=git_commit(), device=str(dev), train_seconds=round(float(ckpt['elapsed']), 1),
+                 commit=commit, device=str(dev), train_seconds=round(float(ckpt['elapsed']), 1),
                  made=time.strftime('%Y-%m-%d'), figures=gan_figures(rep),
                  check=dict(pairs=CHECK_PAIRS, tolerance=CHECK_TOLERANCE, figures={k: chk[k] for k in GAN_CHECK if k in chk}))
     return _install(run / name, out, name, entry, log)
