@@ -28,3 +28,15 @@ def test_readme_seed_table_is_the_record():
              'attngan-no-attn-s1', 'attngan', 'attngan-s1', 'dfgan', 'dfgan-s1']          # notebook 09's, one row per arm
     assert sorted(order) == sorted(ARMS)
     assert seed_spread([COURSE / f'{a}.json' for a in order]).strip() in README, "README's seed table differs from the reports"
+
+
+def test_readme_shipped_gans_are_the_manifest():
+    "Each shipped GAN's row in the README quotes its manifest's figures"
+    from attngan_edu.pretrained import read_manifest
+    gans = {n: e for n, e in read_manifest()['files'].items() if e['kind'] not in ('damsm', 'judge')}
+    assert gans
+    for name, e in gans.items():
+        row = next((l for l in README.splitlines() if l.startswith(f'| `{name}`')), None)
+        assert row is not None, f"README has no row for {name}"
+        f = e['figures']
+        assert f"| {f['step']} |" in row and f"| {f['attribute_accuracy']:.3f} | {f['R_word']:.3f} | {f['IS']:.2f} / {f['FID']:.2f} |" in row, row
