@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.utils.data import DataLoader
-from safetensors.torch import save_file, load_file
+from safetensors.torch import save_file
 from .text import Vocab, atomic_path
 from .encoders import TextEncoder, CNNImageEncoder, InceptionImageEncoder   # the last one written below
 from .synbirds import PART_NAMES, PART_WORDS, SynBirdsTruth, color_of_word
@@ -240,13 +240,9 @@ def save_damsm(path: str | os.PathLike, text_enc: nn.Module, img_enc: nn.Module,
 
 def load_damsm(path: str | os.PathLike, device: str | torch.device = 'cpu') -> tuple['DAMSM', Vocab]:
     "Rebuild a DAMSM (config + both encoders, eval mode) and its Vocab from a file written by save_damsm"
-    from safetensors import safe_open
+    from attngan_edu.safe_io import read_safetensors
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"load_damsm: {path} does not exist")
-    try:
-        with safe_open(str(path), framework='pt') as f: meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except Exception as err: raise ValueError(f"load_damsm: {path} is not a safetensors file ({err})") from err
+    tensors, meta = read_safetensors(path, 'load_damsm')
     if meta.get('format') != _DAMSM_FORMAT or meta.get('version') != '1':
         raise ValueError(f"load_damsm: {path} is not a DAMSM checkpoint (metadata format={meta.get('format')!r}, version={meta.get('version')!r})")
     try:

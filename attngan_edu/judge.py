@@ -255,12 +255,11 @@ def save_judge(judge, path, info:dict|None=None) -> Path:
 def _read_judge_file(path, map_location) -> dict:
     "{format, version, config, state_dict, info} from a safetensors or torch judge file; never runs code"
     if path.suffix == '.safetensors':
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        from attngan_edu.safe_io import read_safetensors
+        tensors, meta = read_safetensors(path, 'load_judge', map_location)
         try:
-            with safe_open(str(path), framework='pt') as f: meta = f.metadata() or {}
             return dict(format=meta.get('format'), version=int(meta.get('version', -1)), config=json.loads(meta['config']),
-                        info=json.loads(meta.get('info', '{}')), state_dict=load_file(str(path), device=str(map_location)))
+                        info=json.loads(meta.get('info', '{}')), state_dict=tensors)
         except Exception as e: raise ValueError(f'{path}: not a loadable judge file ({type(e).__name__}: {e})') from None
     try: ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e: raise ValueError(f'{path}: not a loadable judge file ({type(e).__name__}: {e})') from None

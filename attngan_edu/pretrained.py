@@ -278,14 +278,9 @@ def save_gan(path, ckpt: dict) -> Path:
 
 def read_gan(path) -> dict:
     "A file of save_gan as the parts of a training checkpoint that load_run uses (config, G_ema, damsm, fixed, step)"
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from attngan_edu.safe_io import read_safetensors
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"read_gan: {path} does not exist")
-    try:
-        with safe_open(str(path), framework='pt') as f: meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except Exception as err: raise ValueError(f"read_gan: {path} is not a safetensors file ({err})") from None
+    tensors, meta = read_safetensors(path, 'read_gan')
     if meta.get('format') != GAN_FORMAT:
         raise ValueError(f"read_gan: {path} is not a shipped generator (metadata format {meta.get('format')!r}, expected {GAN_FORMAT!r})")
     part = lambda p: {k[len(p) + 1:]: t for k, t in tensors.items() if k.startswith(p + '.')}
