@@ -7,7 +7,7 @@ __all__ = ['PRETRAINED_FORMAT', 'TEACHER_RECIPE', 'JUDGE_RECIPE', 'CHECK_PAIRS',
            'GAN_FORMAT', 'GAN_RECIPES', 'GAN_CHECK', 'pretrained_dir', 'file_sha256', 'data_fingerprint',
            'vocab_sha256', 'read_manifest', 'check_file', 'git_commit', 'record_pretrained', 'manifest_markdown',
            'find_pretrained', 'teacher_figures', 'judge_figures', 'build_teacher', 'build_judge', 'shipped_teacher',
-           'save_gan', 'read_gan', 'gan_figures', 'build_gan', 'shipped_gan', 'open_shipped']
+           'save_gan', 'read_gan', 'gan_figures', 'build_gan', 'gan_match', 'shipped_gan', 'open_shipped']
 
 # %% ../nbs/A3_pretrained.ipynb #8442d30f
 import hashlib, json, os, subprocess
@@ -248,16 +248,27 @@ def build_judge(work, out=None, device: str = 'auto', command: str = '', log=pri
     return _install(work / name, out, name, entry, log)
 
 # %% ../nbs/A3_pretrained.ipynb #265f21c1
+def _preset_data(preset: str, overrides: dict | None = None) -> tuple:
+    "(config, data folder, training vocabulary) of a preset; the data are built if missing"
+    from attngan_edu.config import make_config
+    from attngan_edu.train import dataset_root, make_dataset
+    cfg = make_config(preset, overrides=overrides or {})
+    root = dataset_root(cfg)
+    return cfg, root, make_dataset(cfg, root, 'train').vocab
+
+def _require(kind: str, match: dict, root, what: str) -> Path:
+    "find_pretrained, or FileNotFoundError: 'no shipped <what>: <why not>'"
+    why = []
+    path = find_pretrained(kind, match, root, log=why.append)
+    if path is None: raise FileNotFoundError(f"no shipped {what}: {'; '.join(why) or 'none in ' + str(pretrained_dir())}")
+    return path
+
 def shipped_teacher(preset: str = 'synbirds-cpu', overrides: dict | None = None, log=print) -> Path:
     """The shipped DAMSM that fits a preset's data (built if missing), or FileNotFoundError naming what differs.
     `make course` gives it to every arm, whatever their image sizes, so that all arms learn from one teacher."""
-    from attngan_edu.config import make_config
-    from attngan_edu.train import dataset_root, make_dataset, teacher_match
-    cfg = make_config(preset, overrides=overrides or {})
-    root = dataset_root(cfg)
-    why = []
-    path = find_pretrained('damsm', teacher_match(cfg, make_dataset(cfg, root, 'train').vocab), root, log=why.append)
-    if path is None: raise FileNotFoundError(f"no shipped teacher fits preset {preset!r}: {'; '.join(why) or 'none in ' + str(pretrained_dir())}")
+    from attngan_edu.train import teacher_match
+    cfg, root, vocab = _preset_data(preset, overrides)
+    path = _require('damsm', teacher_match(cfg, vocab), root, f"teacher fits preset {preset!r}")
     log(f"shipped teacher for {preset}: {path}")
     return path
 
@@ -335,8 +346,7 @@ def build_gan(model: str, work, out=None, device: str = 'auto', command: str = '
     save_gan(run / name, ckpt)
     chk = gan_figures(evaluate_run(run / name, n=CHECK_PAIRS, seed=0, judge=judge, device='cpu', log=log))
     root = dataset_root(cfg)
-    vocab = make_dataset(cfg, root, 'train').vocab
-    entry = dict(kind=model, match=dict(dataset=cfg.dataset, vocab_sha256=vocab_sha256(list(vocab.itos))),
+    entry = dict(kind=model, match=gan_match(cfg, make_dataset(cfg, root, 'train').vocab),
                  config=ckpt['config'], data=_data_entry(cfg, root), teacher=dict(name=teacher.name, sha256=file_sha256(teacher)),
                  command=command or f"attngan-edu pretrained --only {model}", recipe=dict(preset=preset, overrides=overrides),
                  commit=commit, device=str(dev), train_seconds=round(float(ckpt['elapsed']), 1),
@@ -344,24 +354,22 @@ def build_gan(model: str, work, out=None, device: str = 'auto', command: str = '
                  check=dict(pairs=CHECK_PAIRS, tolerance=CHECK_TOLERANCE, figures={k: chk[k] for k in GAN_CHECK if k in chk}))
     return _install(run / name, out, name, entry, log)
 
+def gan_match(cfg, vocab) -> dict:
+    "What a shipped GAN must have been made for to be opened on a run's data: the data set and its vocabulary"
+    return dict(dataset=cfg.dataset, vocab_sha256=vocab_sha256(list(vocab.itos)))
+
 def shipped_gan(model: str, preset: str = 'synbirds-cpu', log=print) -> Path | None:
     "The shipped generator file of `model` made on this preset's data (for load_run), or None with one line saying why"
-    from attngan_edu.config import make_config
-    from attngan_edu.train import dataset_root, make_dataset
-    cfg = make_config(preset)
-    root = dataset_root(cfg)
-    match = dict(dataset=cfg.dataset, vocab_sha256=vocab_sha256(list(make_dataset(cfg, root, 'train').vocab.itos)))
-    return find_pretrained(model, match, root, log=log)
+    cfg, root, vocab = _preset_data(preset)
+    return find_pretrained(model, gan_match(cfg, vocab), root, log=log)
 
 # %% ../nbs/A3_pretrained.ipynb #4f568edc
 def open_shipped(model: str, n: int = 8, preset: str = 'synbirds-cpu', device: str = 'cpu') -> dict:
     """The shipped `model` opened as a run (load_run) and drawn for the first n fixed test captions, noise and CA noise
     of its run: dict(cfg, G, damsm, vocab, step, figures, captions, imgs: one (n, 3, S, S) per stage, att_maps, fixed)"""
     from attngan_edu.train import load_run, sample
-    why = []
-    path = shipped_gan(model, preset, log=why.append)
-    if path is None: raise FileNotFoundError(f"no shipped {model} fits preset {preset!r}: {'; '.join(why) or 'none in ' + str(pretrained_dir())}"
-                                             " (`make pretrained` builds it)")
+    data_cfg, root, data_vocab = _preset_data(preset)
+    path = _require(model, gan_match(data_cfg, data_vocab), root, f"{model} fits preset {preset!r} (`make pretrained` builds it)")
     cfg, G, damsm, vocab, ck, dev = load_run(path, device)
     fx = {k: v[:n] for k, v in ck['fixed'].items()}
     imgs, att = sample(cfg, G, damsm.text_enc, fx['caption'], fx['cap_len'], fx['z'], dev, fx['eps'])

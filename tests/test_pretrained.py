@@ -177,3 +177,13 @@ def test_gan_is_its_manifest(model):
     close(got, e['check']['figures'], e['check']['tolerance'])
     s = open_shipped(model, n=4)
     assert s['step'] == e['figures']['step'] == e['config']['max_steps'] and len(s['captions']) == len(s['imgs'][0]) == 4
+
+
+def test_cli_builds_what_the_recipes_list():
+    "attngan-edu pretrained --only offers the teacher, the judge and every GAN recipe, and nothing else"
+    import argparse
+    from attngan_edu.cli import build_parser
+    from attngan_edu.pretrained import GAN_RECIPES
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    only = next(a for a in sub.choices['pretrained']._actions if a.dest == 'only')
+    assert set(only.choices) == {'teacher', 'judge', *GAN_RECIPES}
