@@ -53,9 +53,9 @@ pytest: setup browser
 clean-nbs: setup
 	$(BIN)/nbdev_clean
 
-# The course's results table (notebook 09, README): the same data, teacher, step budget and evaluation for every arm;
+# The course's results table (notebook 13, README): the same data, teacher, step budget and evaluation for every arm;
 # every arm as its authors' released code trains it (StackGAN++ with its mismatched pairs); the three AttnGAN arms
-# (lam = 5, lam = 0, and a sentence-only stage instead of word attention) and DF-GAN (notebook 11) with two seeds each.
+# (lam = 5, lam = 0, and a sentence-only stage instead of word attention) and DF-GAN (notebook 12) with two seeds each.
 # `make -j2 course` trains two arms at a time. Each arm: 1 CPU thread (COURSE_THREADS), COURSE_STEPS steps.
 COURSE_DIR     ?= runs/course
 COURSE_STEPS   ?= 2400

@@ -4,7 +4,7 @@ every PNG the explorer ever showed, base64) and the widget-view outputs, which c
 a text note replaces them. Usage: strip_widgets.py NB.ipynb"""
 import json, sys
 from pathlib import Path
-NOTE = '(the live explorer is drawn here when the notebook runs: JupyterLab, or `voila nbs/10_explorer.ipynb`)'
+NOTE = '(the live explorer is drawn here when the notebook runs: JupyterLab, or `voila nbs/11_explorer.ipynb`)'
 p = Path(sys.argv[1])
 nb = json.loads(p.read_text(encoding='utf-8'))
 nb['metadata'].pop('widgets', None)

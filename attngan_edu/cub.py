@@ -12,9 +12,8 @@ __all__ = ['LayoutReport', 'check_birds_layout', 'prepare_cub']
 import tarfile, tempfile, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from .text import inside, UnsafePathError
 from .data import read_bboxes, parse_caption_file
-from .safe_io import safe_load_pickle
+from .safe_io import safe_load_pickle, inside, UnsafePathError
 
 
 # %% ../nbs/A2_safe_io.ipynb #a5969034
@@ -62,7 +61,7 @@ def check_birds_layout(root, captions_per_image:int=10) -> LayoutReport:
 
 # %% ../nbs/A2_safe_io.ipynb #a287e571
 def _safe_rel(name) -> PurePosixPath|None:
-    "An archive member name as a relative path, or None if it is absolute or climbs out with '..' (notebook 01's `inside`)."
+    "An archive member name as a relative path, or None if it is absolute or climbs out with '..' (`inside`, section 2)."
     try: inside('.', name, 'archive member')
     except UnsafePathError: return None
     return PurePosixPath(name.replace('\\', '/'))

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.utils.data import DataLoader
 from safetensors.torch import save_file
-from .text import Vocab, atomic_path
+from .text import Vocab
+from .safe_io import atomic_path
 from .encoders import TextEncoder, CNNImageEncoder, InceptionImageEncoder   # the last one written below
 from .synbirds import PART_NAMES, PART_WORDS, SynBirdsTruth, color_of_word
 from .data import TextImageDataset, collate_sorted

@@ -78,7 +78,7 @@ def build_gan(cfg: Config) -> tuple[nn.Module, nn.ModuleList]:
         out = cfg.base_size * 2 ** (cfg.branch_num - 1)
         G = StackGANStages(cfg.embedding_dim, cfg.z_dim, cfg.cond_dim, cfg.ngf, cfg.r_num, out)
         Ds = nn.ModuleList([MatchingDiscriminator(64, cfg.embedding_dim, cfg.ndf), MatchingDiscriminator(out, cfg.embedding_dim, cfg.ndf)])
-    elif cfg.model == 'dfgan':                           # notebook 11; torch's default init, as DF-GAN's code
+    elif cfg.model == 'dfgan':                           # notebook 12; torch's default init, as DF-GAN's code
         G = DFGenerator(cfg.z_dim, cfg.ngf, cfg.base_size, cfg.embedding_dim, cfg.dfgan_cond_noise)
         Ds = nn.ModuleList([DFDiscriminator(cfg.ndf, cfg.base_size, cfg.embedding_dim)])
     else: raise ConfigError(f"config: unknown model {cfg.model!r}")

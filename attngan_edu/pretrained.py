@@ -13,7 +13,7 @@ __all__ = ['PRETRAINED_FORMAT', 'TEACHER_RECIPE', 'JUDGE_RECIPE', 'CHECK_PAIRS',
 import hashlib, json, os, subprocess
 from pathlib import Path
 import attngan_edu
-from .text import atomic_write_text
+from .safe_io import atomic_write_text
 from .synbirds import get_synbirds
 
 # %% ../nbs/A3_pretrained.ipynb #e281063e
@@ -189,7 +189,7 @@ def _data_entry(cfg, root) -> dict:
 def _install(src: Path, out: Path, name: str, entry: dict, log) -> Path:
     "Copy a finished file from the work folder into `out` (atomically) and record it in out's manifest"
     import shutil
-    from attngan_edu.text import atomic_path
+    from attngan_edu.safe_io import atomic_path
     with atomic_path(out / name) as tmp: shutil.copyfile(src, tmp)
     got = record_pretrained(name, entry, out)
     log(f"{out / name}: {got['bytes'] / 1e6:.2f} MB, sha256 {got['sha256'][:12]}…, figures {json.dumps(entry['figures'])}")
@@ -278,7 +278,7 @@ GAN_FORMAT = 'attngan_edu.gan/1'
 def save_gan(path, ckpt: dict) -> Path:
     "A training checkpoint's EMA generator, DAMSM, vocabulary, config and fixed sample inputs as one safetensors file"
     from safetensors.torch import save_file
-    from attngan_edu.text import atomic_path
+    from attngan_edu.safe_io import atomic_path
     d = ckpt['damsm']
     parts = dict(G=ckpt['G_ema'], fixed=ckpt['fixed'], text_enc=d['text_enc'], img_enc=d['img_enc'])
     tensors = {f'{p}.{k}': t.detach().cpu().contiguous() for p, state in parts.items() for k, t in state.items()}
@@ -307,12 +307,12 @@ def read_gan(path) -> dict:
 GAN_RECIPES = dict(
     stackgan=('synbirds-cpu', dict(model='stackgan', ngf=16, ndf=16, base_size=64, max_steps=4800)),
     stackganpp=('synbirds-cpu', dict(model='stackganpp', ngf=16, ndf=16, max_steps=4800)),   # 32 -> 64 px (16 -> 32 -> 64 collapsed)
-    dfgan=('synbirds-cpu', dict(model='dfgan', max_steps=4800, lr_g=4e-4, lr_d=1.6e-3)),   # 4x the paper's rates (notebook 11)
+    dfgan=('synbirds-cpu', dict(model='dfgan', max_steps=4800, lr_g=4e-4, lr_d=1.6e-3)),   # 4x the paper's rates (notebook 12)
     attngan=('synbirds-cpu', dict(max_steps=4800)))
 GAN_CHECK = ('attribute_accuracy', 'R_word', 'R_sentence', 'grounding_colour')   # fractions: the test holds them to CHECK_TOLERANCE
 
 def gan_figures(rep: dict) -> dict:
-    "The headline figures of an `evaluate` report (notebook 09), as a shipped GAN's manifest records them"
+    "The headline figures of an `evaluate` report (notebook 13), as a shipped GAN's manifest records them"
     j, r, g = rep.get('judge') or {}, rep['r_precision'], rep.get('grounding') or {}
     out = dict(pairs=rep['n_images'], seed=rep['seed'], step=rep['step'], R_word=r['word'][0], R_sentence=r['sentence'][0])
     if j: out |= dict(attribute_accuracy=j['attribute_accuracy']['all'], IS=j['IS'][0], FID=j['FID'])

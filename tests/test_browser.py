@@ -1,4 +1,4 @@
-"""End to end: Voilà serves nbs/10_explorer.ipynb, headless Chromium (Playwright) types a caption, clicks a word and sees
+"""End to end: Voilà serves nbs/11_explorer.ipynb, headless Chromium (Playwright) types a caption, clicks a word and sees
 the picture change.
 
 Needs the dev requirements voila and playwright (the Python package only: the browser is the system's Chromium, found as
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NB = ROOT / 'nbs' / '10_explorer.ipynb'
+NB = ROOT / 'nbs' / '11_explorer.ipynb'
 ARTIFACTS = ROOT / 'tests' / 'artifacts'
 README_SHOT = ROOT / 'nbs' / 'images' / 'explorer.png'
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',

@@ -1,4 +1,4 @@
-"""DF-GAN (notebook 11): shapes and identity start of the fusion blocks, the losses against their definitions, MA-GP in
+"""DF-GAN (notebook 12): shapes and identity start of the fusion blocks, the losses against their definitions, MA-GP in
 both forms, the config's model defaults, and `attngan-edu train/sample/evaluate --model dfgan` through the course's loop."""
 import pytest
 import torch

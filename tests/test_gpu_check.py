@@ -21,7 +21,7 @@ def test_gpu_check_runs_end_to_end_on_a_cpu(tmp_path):
     assert parts['equivalence']['status'] == 'skipped' and parts['equivalence']['result'] == {'skipped': 'no GPU'}
     assert parts['cuda_tests']['status'] == 'skipped' and 'skipped' in parts['cuda_tests']['result']['summary']   # collected, skipped
     cells = parts['notebook_gpu_cells']['result']['cells']          # each gpu cell ran alone (and did nothing without a GPU)
-    assert parts['notebook_gpu_cells']['status'] == 'skipped' and {c['notebook'] for c in cells} >= {'08_train.ipynb'}
+    assert parts['notebook_gpu_cells']['status'] == 'skipped' and {c['notebook'] for c in cells} >= {'09_train.ipynb'}
     tr = parts['training']['result']
     assert tr['losses_finite'] and tr['resumed_steps'][-1] == tr['steps'] and tr['checkpoint_step'] >= tr['killed_after_step']
     row = parts['throughput']['result']['rows'][0]

@@ -13,7 +13,7 @@ ALLOWED = {
     '05_stackganpp.ipynb': {'1.386': '2 log 2, hand arithmetic on the line'},
     '08_objective.ipynb': {'0.69': 'log 2', '1.39': '2 log 2', '0.02': 'an init setting (the reference code)',
                            '0.001': '1 - 0.999, the EMA decay'},
-    '11_dfgan.ipynb': {'14.81': "DF-GAN paper's FID on CUB", '23.98': "AttnGAN's FID on CUB in DF-GAN's table",
+    '12_dfgan.ipynb': {'14.81': "DF-GAN paper's FID on CUB", '23.98': "AttnGAN's FID on CUB in DF-GAN's table",
                        '16.52': "DF-GAN paper's ablation", '0.65': 'hand arithmetic on the line'},
     'index.ipynb': {'0.999': 'the EMA decay setting', '0.02': 'an init setting', '0.98': "the DAMSM code's lr decay",
                     '2.13': 'the torch version pinned', '3.10': 'the Python version required'},

@@ -25,7 +25,7 @@ def test_readme_course_table_is_the_record():
 
 def test_readme_seed_table_is_the_record():
     order = ['stackgan', 'stackganpp', 'stackganpp-lc', 'attngan-no-damsm', 'attngan-no-damsm-s1', 'attngan-no-attn',
-             'attngan-no-attn-s1', 'attngan', 'attngan-s1', 'dfgan', 'dfgan-s1']          # notebook 09's, one row per arm
+             'attngan-no-attn-s1', 'attngan', 'attngan-s1', 'dfgan', 'dfgan-s1']          # notebook 13's, one row per arm
     assert sorted(order) == sorted(ARMS)
     assert seed_spread([COURSE / f'{a}.json' for a in order]).strip() in README, "README's seed table differs from the reports"
 
