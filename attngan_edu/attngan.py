@@ -173,6 +173,8 @@ class AttnGANDiscriminator(nn.Module):
         feats = self.features(imgs)
         return self.uncond_logits(feats), (None if sent_emb is None else self.cond_logits(feats, sent_emb))
 
+
+# %% ../nbs/06_attention.ipynb #1b3cfd0b
 def make_discriminators(cfg: AttnGANConfig) -> nn.ModuleList:
     "D_0 ... D_{m-1}, one per generator branch"
     return nn.ModuleList([AttnGANDiscriminator(s, cfg.ndf, cfg.D) for s in cfg.img_sizes])

@@ -255,6 +255,8 @@ def tiny_run(out_dir: str | Path | None = None, quiet: bool = True) -> Path:
         if old != final: shutil.rmtree(old, ignore_errors=True)
     return final
 
+
+# %% ../nbs/11_explorer.ipynb #7dbe1985
 def find_run(*runs_dirs: str | Path) -> Path | None:
     "The most recently written AttnGAN run (a folder with checkpoint.pt and config.toml) under the given runs folders"
     found = []

@@ -185,6 +185,8 @@ def inception_scores(inception, cat: dict, got: dict) -> dict:
     return dict(IS=[round(float(x), 4) for x in inception_score(l_fake.double().softmax(1), splits=10)],
                 FID=round(float(fid_from_features(f_real, f_fake)), 4))
 
+
+# %% ../nbs/13_results.ipynb #8fd8f498
 def evaluate_run(checkpoint, n: int = 0, seed: int = 0, batch_size: int = 32, draws: int = 10, judge='auto',
                  inception=None, device: str = 'auto', r_pairs: int = 2000, log=print) -> dict:
     """Generate one image per test (image, caption) pair with a run's EMA generator and score them -> report dict.

@@ -126,6 +126,8 @@ def _real_images(batch: dict, size: int) -> Tensor:
     raise ValueError(f"train_stage: the data set gives images of sizes {[t.shape[-1] for t in batch['imgs']]}, "
                      f"but the generator makes {size}x{size} (set branch_num of the data set accordingly)")
 
+
+# %% ../nbs/04_stackgan.ipynb #71447d85
 def train_stage(G: nn.Module, D: MatchingDiscriminator, text_encoder: nn.Module, dataset, steps: int,
                 opt_g=None, opt_d=None, G0: StageIGenerator | None = None, batch_size: int = 16, lam: float = 1.0,
                 history: list | None = None, print_every: int = 50, on_log=None, max_seconds: float | None = None,

@@ -6,10 +6,12 @@
 __all__ = ['dataset_root', 'make_dataset', 'damsm_config', 'damsm_cache_path', 'teacher_match', 'get_damsm',
            'fixed_sample_indices', 'fixed_sample_inputs', 'sample', 'sample_grid', 'DivergenceError', 'LossMeter',
            'RunLog', 'read_log', 'plot_losses', 'write_figures', 'Process', 'start_process', 'open_checkpoint',
-           'load_data', 'new_state', 'Position', 'resume_or_seed', 'make_loader', 'Progress', 'TrainResult', 'train']
+           'load_data', 'new_state', 'Position', 'resume_or_seed', 'make_loader', 'Progress', 'TrainResult',
+           'compiled_steps', 'prepare_run', 'run_loop', 'train']
 
 # %% ../nbs/09_train.ipynb #91ec8370
 import copy, hashlib, json, random, time
+from types import SimpleNamespace
 from typing import NamedTuple
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -76,6 +78,8 @@ def teacher_match(cfg: Config, vocab) -> dict:
     return dict(dataset=cfg.dataset, vocab_sha256=vocab_sha256(list(vocab.itos)), D=cfg.embedding_dim,
                 words_num=cfg.words_num, image_size=cfg.base_size * 2 ** (cfg.branch_num - 1))
 
+
+# %% ../nbs/09_train.ipynb #da36ff83
 def get_damsm(cfg: Config, root: Path, vocab, device: torch.device, rank: int = 0, log=print) -> tuple[DAMSM, Path]:
     """Load cfg.damsm_path; else (damsm = 'shipped') the teacher in data/pretrained/ if it was made for this data; else the
     cached DAMSM for this data and config, pretraining it first (rank 0) if missing. Frozen."""
@@ -368,91 +372,107 @@ class TrainResult(NamedTuple):
     state: TrainState
     step: int
 
+def compiled_steps(cfg: Config) -> dict | None:
+    "torch.compile'd generate and losses when cfg.compile, else None"
+    if not cfg.compile: return None
+    compiled = {'generate': torch.compile(generate), 'g_adv_losses': torch.compile(g_adv_losses)}
+    # DF-GAN's MA-GP differentiates twice (create_graph=True), which compiled autograd does not support
+    if cfg.model != 'dfgan': compiled['d_losses'] = torch.compile(d_losses)
+    return compiled
+
+def prepare_run(cfg: Config, resume: bool, p, run_dir: Path, log) -> SimpleNamespace:
+    "Everything before the first step: the checkpoint, data, DAMSM, state, fixed samples, loader and step budget"
+    ckpt_path = run_dir / 'checkpoint.pt'
+    ckpt = open_checkpoint(cfg, ckpt_path, resume)
+    root, train_ds, test_ds = load_data(cfg, p.rank == 0, log)
+    vocab = train_ds.vocab
+    if ckpt is not None:
+        check_resume(cfg, ckpt, ckpt_path, vocab)                          # and before any step: the same words
+        damsm, damsm_src = damsm_from_checkpoint(ckpt, p.device)[0], ckpt_path
+    else: damsm, damsm_src = get_damsm(cfg, root, vocab, p.device, p.rank, log)
+    s = new_state(cfg, p.device, p.dtype, damsm)
+    pos, fixed = resume_or_seed(cfg, s, ckpt, ckpt_path, fixed_sample_inputs(cfg, test_ds), p.rank, p.device)
+    loader, sampler, loader_gen = make_loader(cfg, train_ds, p)
+    total = cfg.max_steps if cfg.max_steps else cfg.epochs * sampler.batches_per_epoch
+    if cfg.model == 'stackgan':
+        if not cfg.stage1_steps: cfg = replace(cfg, stage1_steps=total // 2)   # saved explicitly: sampling and resume need it
+        set_stackgan_phase(cfg, [s.G, s.G_ema], max(pos.step - 1, 0), total)
+    if p.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / 'config.toml')
+    return SimpleNamespace(cfg=cfg, s=s, damsm=damsm, damsm_src=damsm_src, vocab=vocab, fixed=fixed, pos=pos, total=total,
+                           loader=loader, sampler=sampler, loader_gen=loader_gen, n_train=len(train_ds), ckpt_path=ckpt_path)
+
+
+# %% ../nbs/09_train.ipynb #cffeae98
+def run_loop(r: SimpleNamespace, p, prog, run_dir: Path, resume: bool) -> int:
+    "Repeat train_step from r.pos to r.total, logging, checkpointing and sampling on schedule; returns the last step"
+    cfg, s, sampler, main = r.cfg, r.s, r.sampler, p.rank == 0
+    compiled, meter = compiled_steps(cfg), LossMeter(LOSS_NAMES, p.device)
+    step, epoch, start, sampled = r.pos.step, r.pos.epoch, r.pos.batch, -1
+    last_good = r.ckpt_path if resume else None
+
+    def diverged(bad: int):
+        raise DivergenceError(f"non-finite loss at step {bad} (run {run_dir}); stopped at step {step}. Last good checkpoint: "
+                              f"{last_good if last_good else 'none yet (no checkpoint was written before the divergence)'}"
+                              + (" — continue from it with --resume (e.g. with a lower lr_g/lr_d)" if last_good else ''))
+
+    def checkpoint():
+        nonlocal last_good
+        bad = meter.bad_step()                                            # a sync, at checkpoint time only
+        if bad >= 0: diverged(bad)
+        for m in (s.G, s.G_ema, s.Ds): broadcast_module(m, params=False)   # batch-norm statistics of rank 0 everywhere
+        rng = gather_rng_states(p.device)
+        e, b = (epoch + 1, 0) if start >= sampler.batches_per_epoch else (epoch, start)
+        if main: save_checkpoint(checkpoint_dict(s, cfg, step, e, b, r.fixed, rng, r.vocab, prog.elapsed()), r.ckpt_path)
+        last_good = r.ckpt_path
+
+    def figures(): write_figures(cfg, run_dir, s.G_ema, r.damsm.text_enc, r.vocab, r.fixed, p.device, step)
+
+    s.G.train(); s.Ds.train()
+    while step < r.total:
+        sampler.set_epoch(epoch, start); r.loader_gen.manual_seed(cfg.seed + 100_003 * epoch + p.rank)
+        for batch in r.loader:
+            if cfg.model == 'stackgan': set_stackgan_phase(cfg, [s.G, s.G_ema], step, r.total)
+            if cfg.lr_decay_epochs: set_lr(s, cfg, lr_factor(cfg, step, sampler.batches_per_epoch))
+            losses = train_step(s, batch_to(batch, p.device, cfg.channels_last), cfg, p.device, p.dtype, compiled,
+                                ema_decay_at(cfg.ema_decay, step + 1))
+            step += 1; start += 1
+            meter.add(losses, step); prog.bar.update(1)
+            if step % cfg.print_every == 0 or step == r.total:
+                means, bad = meter.read()                                 # the only sync of a log step
+                if bad >= 0: diverged(bad)
+                prog.write(step, epoch, means)
+            if step % cfg.checkpoint_every == 0 or step == r.total: checkpoint()
+            if main and cfg.sample_every and (step % cfg.sample_every == 0 or step == r.total): figures(); sampled = step
+            if step >= r.total: break
+        else:                                                              # a whole epoch done
+            epoch, start = epoch + 1, 0
+            if main and not cfg.sample_every: figures(); sampled = step
+    if main and sampled != step: figures()
+    return step
+
+
+# %% ../nbs/09_train.ipynb #b84dccfa
 def train(cfg: Config, resume: bool = False) -> TrainResult:
     "Train cfg.model on cfg.dataset into runs/<name>/ (resume=True continues from its checkpoint.pt)"
     cfg = validate(cfg)
     if not cfg.name: raise ConfigError("config: name is empty, so there is no run folder: pass --name NAME")
     p = start_process(cfg)
-    main, log = p.rank == 0, _log_fn(p.rank == 0)
+    main = p.rank == 0
     run_dir = inside(cfg.out_dir, cfg.name, 'run name')                 # validate checked it; train() may get any Config
-    ckpt_path = run_dir / 'checkpoint.pt'
     lock = RunLock(run_dir) if main else None        # one owner per run folder, before anything in it is read or written
     if main:                                         # a save killed half-way left its temporary file: we own the folder now
         for tmp in run_dir.glob('.checkpoint.pt.*.tmp'): tmp.unlink()
     try:
-        ckpt = open_checkpoint(cfg, ckpt_path, resume)
-        root, train_ds, test_ds = load_data(cfg, main, log)
-        vocab = train_ds.vocab
-        if ckpt is not None: check_resume(cfg, ckpt, ckpt_path, vocab)   # and before any step: the same words
-        if ckpt is not None: damsm, damsm_src = damsm_from_checkpoint(ckpt, p.device)[0], ckpt_path
-        else: damsm, damsm_src = get_damsm(cfg, root, vocab, p.device, p.rank, log)
-        s = new_state(cfg, p.device, p.dtype, damsm)
-        pos, fixed = resume_or_seed(cfg, s, ckpt, ckpt_path, fixed_sample_inputs(cfg, test_ds), p.rank, p.device)
-        loader, sampler, loader_gen = make_loader(cfg, train_ds, p)
-        total = cfg.max_steps if cfg.max_steps else cfg.epochs * sampler.batches_per_epoch
-        if cfg.model == 'stackgan':
-            if not cfg.stage1_steps: cfg = replace(cfg, stage1_steps=total // 2)   # saved explicitly: sampling and resume need it
-            set_stackgan_phase(cfg, [s.G, s.G_ema], max(pos.step - 1, 0), total)
-        compiled = None
-        if cfg.compile:
-            compiled = {'generate': torch.compile(generate), 'g_adv_losses': torch.compile(g_adv_losses)}
-            # DF-GAN's MA-GP differentiates twice (create_graph=True), which compiled autograd does not support
-            if cfg.model != 'dfgan': compiled['d_losses'] = torch.compile(d_losses)
-        if main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / 'config.toml')
-        prog = Progress(cfg, run_dir, pos.step, total, resume, p, pos.elapsed)
-        log = prog.log
-        log(f"{cfg.model} on {cfg.dataset} ({len(train_ds)} pairs, {sampler.batches_per_epoch} steps/epoch x {p.world} process(es)), "
-            f"{p.device} {str(p.dtype).replace('torch.', '')}, step {pos.step} -> {total}; DAMSM from {damsm_src}")
-        meter = LossMeter(LOSS_NAMES, p.device)
-        last_good = ckpt_path if resume else None
-        step, epoch, start = pos.step, pos.epoch, pos.batch
-
-        def checkpoint():
-            nonlocal last_good
-            bad = meter.bad_step()                                        # a sync, at checkpoint time only
-            if bad >= 0: diverged(bad)
-            for m in (s.G, s.G_ema, s.Ds): broadcast_module(m, params=False)   # batch-norm statistics of rank 0 everywhere
-            rng = gather_rng_states(p.device)
-            e, b = (epoch + 1, 0) if start >= sampler.batches_per_epoch else (epoch, start)
-            if main: save_checkpoint(checkpoint_dict(s, cfg, step, e, b, fixed, rng, vocab, prog.elapsed()), ckpt_path)
-            last_good = ckpt_path
-
-        def diverged(bad: int):
-            raise DivergenceError(f"non-finite loss at step {bad} (run {run_dir}); stopped at step {step}. Last good checkpoint: "
-                                  f"{last_good if last_good else 'none yet (no checkpoint was written before the divergence)'}"
-                                  + (" — continue from it with --resume (e.g. with a lower lr_g/lr_d)" if last_good else ''))
-
-        def figures():
-            write_figures(cfg, run_dir, s.G_ema, damsm.text_enc, vocab, fixed, p.device, step)
-
-        s.G.train(); s.Ds.train()
-        sampled = -1
-        while step < total:
-            sampler.set_epoch(epoch, start); loader_gen.manual_seed(cfg.seed + 100_003 * epoch + p.rank)
-            for batch in loader:
-                if cfg.model == 'stackgan': set_stackgan_phase(cfg, [s.G, s.G_ema], step, total)
-                if cfg.lr_decay_epochs: set_lr(s, cfg, lr_factor(cfg, step, sampler.batches_per_epoch))
-                losses = train_step(s, batch_to(batch, p.device, cfg.channels_last), cfg, p.device, p.dtype, compiled,
-                                    ema_decay_at(cfg.ema_decay, step + 1))
-                step += 1; start += 1
-                meter.add(losses, step)
-                prog.bar.update(1)
-                if step % cfg.print_every == 0 or step == total:
-                    means, bad = meter.read()                             # the only sync of a log step
-                    if bad >= 0: diverged(bad)
-                    prog.write(step, epoch, means)
-                if step % cfg.checkpoint_every == 0 or step == total: checkpoint()
-                if main and cfg.sample_every and (step % cfg.sample_every == 0 or step == total): figures(); sampled = step
-                if step >= total: break
-            else:                                                          # a whole epoch done
-                epoch, start = epoch + 1, 0
-                if main and not cfg.sample_every: figures(); sampled = step
-        if main and sampled != step: figures()
+        r = prepare_run(cfg, resume, p, run_dir, _log_fn(main))
+        prog = Progress(r.cfg, run_dir, r.pos.step, r.total, resume, p, r.pos.elapsed)
+        prog.log(f"{r.cfg.model} on {r.cfg.dataset} ({r.n_train} pairs, {r.sampler.batches_per_epoch} steps/epoch x {p.world} "
+                 f"process(es)), {p.device} {str(p.dtype).replace('torch.', '')}, step {r.pos.step} -> {r.total}; DAMSM from {r.damsm_src}")
+        step = run_loop(r, p, prog, run_dir, resume)
         prog.close()
-        log(f"done: step {step}, {time.perf_counter() - prog.t0:.0f}s of training; outputs in {run_dir}")
-        return TrainResult(run_dir, s, step)
+        prog.log(f"done: step {step}, {time.perf_counter() - prog.t0:.0f}s of training; outputs in {run_dir}")
+        return TrainResult(run_dir, r.s, step)
     finally:
         if lock is not None: lock.release()
         if p.own_group and is_distributed(): dist.destroy_process_group()
