@@ -10,7 +10,7 @@ TORCH_GPU ?= torch
 TORCH   ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo '$(TORCH_GPU)' || echo '$(TORCH_CPU)')
 PRESET  ?= synbirds-cpu
 
-.PHONY: setup run test export-check nbtest pytest clean-nbs browser course record-course gpu-check pretrained
+.PHONY: setup run test export-check nbtest pytest clean-nbs browser course record-course gpu-check pretrained site
 setup: $(VENV)/.done
 $(VENV)/.done: setup.py settings.ini
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,6 +52,11 @@ pytest: setup browser
 
 clean-nbs: setup
 	$(BIN)/nbdev_clean
+
+# The course as a static website in _site/ (.ci/site.py: Sphinx + MyST-NB, the notebooks' stored outputs, nothing
+# executed; MathJax served from the site, so _site/index.html reads offline). tests/test_site.py builds and reads it.
+site: setup
+	$(BIN)/python .ci/site.py
 
 # The course's results table (notebook 13, README): the same data, teacher, step budget and evaluation for every arm;
 # every arm as its authors' released code trains it (StackGAN++ with its mismatched pairs); the three AttnGAN arms
