@@ -263,18 +263,21 @@ class TextImageDataset(CaptionedImages):
         if with_truth: self.truth = SynBirdsTruth(self.root)
         self._finish()
 
-    def _split_keys(self, split):
-        path = self.root/split/'filenames.pickle'
-        keys = safe_load_pickle(path)
-        if not keys: raise ValueError(f'{path}: the {split!r} split is empty')
-        bad = [k for k in keys if not isinstance(k, str) or '/' not in k]
-        if bad: raise ValueError(f'{path}: keys must look like "class_dir/name", got {bad[0]!r}')
-        for k in keys: inside(self.root, k, f'{path}: key')            # a key never reads outside the data folder
-        return keys
+# %% ../nbs/02_data.ipynb #a7d0a003
+@patch
+def _split_keys(self: TextImageDataset, split):
+    path = self.root/split/'filenames.pickle'
+    keys = safe_load_pickle(path)
+    if not keys: raise ValueError(f'{path}: the {split!r} split is empty')
+    bad = [k for k in keys if not isinstance(k, str) or '/' not in k]
+    if bad: raise ValueError(f'{path}: keys must look like "class_dir/name", got {bad[0]!r}')
+    for k in keys: inside(self.root, k, f'{path}: key')            # a key never reads outside the data folder
+    return keys
 
-    def raw_captions(self, index) -> list:
-        "The caption lines of item `index`, as written in its text file."
-        return (self.root/'text'/f'{self.keys[index]}.txt').read_text(encoding='utf-8', errors='replace').splitlines()
+@patch
+def raw_captions(self: TextImageDataset, index) -> list:
+    "The caption lines of item `index`, as written in its text file."
+    return (self.root/'text'/f'{self.keys[index]}.txt').read_text(encoding='utf-8', errors='replace').splitlines()
 
 # %% ../nbs/02_data.ipynb #f26b4970
 def collate_sorted(batch:list) -> dict:

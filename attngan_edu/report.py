@@ -148,7 +148,7 @@ def retrieval_scores(cat: dict, got: dict, dc, truth, vocab, seed: int, draws: i
     return out
 
 def teacher_binding(damsm, cat: dict, vocab) -> dict:
-    "The DAMSM's swapped-colour binding test (notebook 07) on the real test pairs: {n, word, sentence}, chance 0.5"
+    "The DAMSM's swapped-colour binding test (appendix A5) on the real test pairs: {n, word, sentence}, chance 0.5"
     from attngan_edu.damsm import binding_test
     enc = dict(v=cat['v_real'], v_bar=cat['v_bar_real'], words_emb=cat['words_emb'], sent_emb=cat['sent_emb'],
                caption=cat['caption'], cap_len=cat['cap_len'])
