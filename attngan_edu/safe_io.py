@@ -97,15 +97,9 @@ def inside(parent, name: str, what: str = 'name') -> Path:
 # %% ../nbs/A2_safe_io.ipynb #eeb17514
 CAPTION_CACHE_VERSION = 1
 
-def _text_module_hash():
-    "Changes when notebook 01's tokenizer changes, so cached tokens are rebuilt."
-    import attngan_edu.text as t
-    try: return hashlib.sha1(Path(t.__file__).read_bytes()).hexdigest()[:12]
-    except OSError: return 'unknown'
-
 def sources_signature(paths, extra='') -> str:
-    "Hash of (path, size, mtime) of the source files: the caption cache is valid while it is unchanged."
-    h = hashlib.sha1(f'{CAPTION_CACHE_VERSION}|{_text_module_hash()}|{extra}'.encode())
+    "Hash of (path, size, mtime) of the source files and of `extra` (what else defines the cache: the loader passes its tokenizer's hash)"
+    h = hashlib.sha1(f'{CAPTION_CACHE_VERSION}|{extra}'.encode())
     for p in paths:
         try: st = os.stat(p); h.update(f'{p}|{st.st_size}|{st.st_mtime_ns}\n'.encode())
         except FileNotFoundError: h.update(f'{p}|missing\n'.encode())
