@@ -27,7 +27,6 @@ autodoc_default_options = {"members": True, "undoc-members": False}
 exclude_patterns = ["_build"]
 suppress_warnings = ["myst.xref_missing", "myst.header", "mystnb.unknown_mime_type", "misc.highlighting_failure",
                      "toc.not_included", "autodoc", "docutils", "ref.python"]
-html_static_path = []
 '''
 
 EXPLORER_NOTE = '''> **This page is a static rendering.** The explorer is a live ipywidgets interface: its stored pictures below, and
@@ -40,8 +39,7 @@ EXPLORER_NOTE = '''> **This page is a static rendering.** The explorer is a live
 
 def _links(text: str) -> str:
     "Paths as the repository writes them -> paths inside the site's sources"
-    text = text.replace('](nbs/images/', '](images/').replace('](../bench/', '](bench/').replace('](nbs/', '](')
-    return re.sub(r'\]\(((?:\d\d|A\d)_[a-z_]+)\.ipynb', r'](\1.ipynb', text)
+    return text.replace('](nbs/images/', '](images/').replace('](../bench/', '](bench/').replace('](nbs/', '](')
 
 
 def _notebook(src: Path, dst: Path):
@@ -70,7 +68,7 @@ def assemble(src: Path):
     for n in lessons + appendices: _notebook(ROOT / 'nbs' / f'{n}.ipynb', src / f'{n}.ipynb')
     (src / 'bench').mkdir()
     bench = sorted(p.stem for p in (ROOT / 'bench').glob('*.md'))
-    for b in bench: (src / 'bench' / f'{b}.md').write_text((ROOT / 'bench' / f'{b}.md').read_text())
+    for b in bench: shutil.copy(ROOT / 'bench' / f'{b}.md', src / 'bench')
     (src / 'api').mkdir()
     modules = sorted(p.stem for p in (ROOT / 'attngan_edu').glob('*.py') if not p.stem.startswith('_'))
     for m in modules:

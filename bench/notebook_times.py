@@ -18,7 +18,6 @@ SKIP = {'slow', 'gpu'}
 
 def run_one(path: Path) -> float:
     "Seconds to run the notebook's default path in this process (raises on the first failing cell)"
-    from execnb.nbio import read_nb
     from execnb.shell import CaptureShell
     from nbdev.process import NBProcessor
     nb = NBProcessor(path, process=True).nb
@@ -42,6 +41,7 @@ def main():
     names = a.names or sorted(p.stem for p in NBS.glob('*.ipynb'))
     rec_path = OUT / 'notebook_times.json'
     rec = json.loads(rec_path.read_text()) if rec_path.is_file() else {}
+    import torch                                 # only its version, for the record
     env = {k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'ATTNGAN_EDU_DATA')}
     if a.first: env['HOME'] = tempfile.mkdtemp(prefix='first-run-home-')
     key = 'first_seconds' if a.first else 'seconds'
@@ -49,7 +49,6 @@ def main():
         r = subprocess.run([sys.executable, __file__, '--one', n], capture_output=True, text=True, env=env, cwd=ROOT)
         if r.returncode: sys.exit(f"{n}: failed\n{r.stderr[-3000:]}")
         s = json.loads(r.stdout.strip().splitlines()[-1])['seconds']
-        import torch
         rec[n] = rec.get(n, {}) | {key: round(s, 1), 'date': str(date.today()), 'cpus': os.cpu_count(),
                                    'torch': torch.__version__, 'machine': platform.processor() or platform.machine()}
         print(f"{n}: {s:.1f} s", flush=True)
